@@ -1,0 +1,65 @@
+# Nightshift: `make run` brings the platform up and runs the main job; `make test` runs the suite.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt constraints.txt | sha1sum | cut -c1-12)
+
+.PHONY: help venv run up down logs status env test test-fast lint format bench lock clean
+
+help:
+	@echo "make run     bring up Postgres, MLflow and Airflow; run the training DAG end to end"
+	@echo "make test    lint and run the whole test suite"
+	@echo "make down    stop everything 'make run' started"
+	@echo "make logs    where the logs are"
+	@echo "make status  which services are running"
+
+$(STAMP): requirements.txt constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt -c constraints.txt
+	@rm -f $(VENV)/.installed-*; touch $@
+
+venv: $(STAMP)
+
+run: venv
+	$(PY) scripts/stack.py run
+
+up: venv
+	$(PY) scripts/stack.py up
+
+down:
+	@if [ -x $(PY) ]; then $(PY) scripts/stack.py down; fi
+
+logs:
+	@$(PY) scripts/stack.py logs
+
+status:
+	@$(PY) scripts/stack.py status
+
+env:
+	@$(PY) scripts/stack.py env
+
+lint: venv
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: venv
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
+
+test: venv lint
+	$(PY) -m pytest
+
+test-fast: venv
+	$(PY) -m pytest -m "not e2e"
+
+bench: venv
+	$(PY) bench/training.py
+
+lock: venv
+	{ echo "# Full lock of the environment requirements.txt resolves to (pip freeze). Regenerate: make lock"; \
+	  $(PY) -m pip freeze; } > constraints.txt
+
+clean: down
+	rm -rf .local .local-* .pytest_cache .ruff_cache

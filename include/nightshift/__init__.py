@@ -1,0 +1,1 @@
+"""Nightshift: batch machine learning on Airflow. This package never imports Airflow."""

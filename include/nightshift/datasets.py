@@ -1,0 +1,161 @@
+"""Training windows and training sets: which days a run reads, and the time-based split."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import TYPE_CHECKING
+
+from include.nightshift.errors import (
+    DataValidationError,
+    MissingPartitionError,
+    ParamsError,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from include.nightshift.spec import ModelSpec
+    from include.nightshift.storage import Storage
+
+log = logging.getLogger(__name__)
+
+DATE_COLUMN = "feature_date"
+
+
+@dataclass(frozen=True)
+class Window:
+    """The labelled days a training run reads; the last ``holdout_days`` of them are the holdout."""
+
+    start: date
+    end: date
+    holdout_start: date
+
+    @property
+    def days(self) -> list[date]:
+        return [self.start + timedelta(days=i) for i in range((self.end - self.start).days + 1)]
+
+    def as_dict(self) -> dict[str, str]:
+        return {
+            "start": self.start.isoformat(),
+            "end": self.end.isoformat(),
+            "holdout_start": self.holdout_start.isoformat(),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, str]) -> Window:
+        return cls(date.fromisoformat(d["start"]), date.fromisoformat(d["end"]), date.fromisoformat(d["holdout_start"]))
+
+
+def resolve_window(spec: ModelSpec, run_date: date, window_end: str | None = None) -> Window:
+    """The window for a run.
+
+    Args:
+        spec: The model.
+        run_date: The run's date (its logical date, or when it was triggered).
+        window_end: ``YYYY-MM-DD`` from the trigger form; empty means the last day whose labels have
+            landed by ``run_date`` (``run_date - label_delay_days``).
+
+    Raises:
+        ParamsError: ``window_end`` is not a date, or lies after the last day with labels.
+    """
+    latest_labelled = run_date - spec.label_delay
+    if window_end:
+        try:
+            end = date.fromisoformat(str(window_end))
+        except ValueError:
+            raise ParamsError(f"param 'window_end' must be a date YYYY-MM-DD, got {window_end!r}") from None
+        if end > latest_labelled:
+            raise ParamsError(
+                f"param 'window_end' is {end}, but labels arrive {spec.target.label_delay_days} days late: "
+                f"on {run_date} the last labelled day is {latest_labelled}"
+            )
+    else:
+        end = latest_labelled
+    start = end - timedelta(days=spec.training.window_days - 1)
+    holdout_start = end - timedelta(days=spec.training.holdout_days - 1)
+    return Window(start=start, end=end, holdout_start=holdout_start)
+
+
+def partition_uris(spec: ModelSpec, root: str, days: list[date], kind: str) -> dict[date, str]:
+    """URIs of the ``kind`` ('features' or 'labels') partitions for ``days``."""
+    uri = spec.landing.features if kind == "features" else spec.landing.labels
+    return {d: uri(root, d.isoformat()) for d in days}
+
+
+def require_partitions(storage: Storage, uris: dict[date, str], kind: str) -> None:
+    """Raise ``MissingPartitionError`` listing every partition that is not there."""
+    missing = [u for u in uris.values() if not storage.exists(u)]
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise MissingPartitionError(
+            f"{len(missing)} of {len(uris)} {kind} partitions are missing: {shown}. "
+            f"Check the landing job for those dates, or trigger with an earlier 'window_end'."
+        )
+
+
+def read_partitions(storage: Storage, uris: dict[date, str]) -> pd.DataFrame:
+    """Concatenate the partitions, adding ``feature_date`` from the partition's date."""
+    import pandas as pd
+
+    frames = []
+    for day, uri in sorted(uris.items()):
+        df = storage.read_parquet(uri)
+        df[DATE_COLUMN] = pd.Timestamp(day)
+        frames.append(df)
+    return pd.concat(frames, ignore_index=True)
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    train: pd.DataFrame
+    holdout: pd.DataFrame
+    content_hash: str
+    unlabelled_rows: int
+
+
+def content_hash(df: pd.DataFrame) -> str:
+    """A SHA-256 of the frame's columns and values, independent of the row index."""
+    import pandas as pd
+
+    h = hashlib.sha256(",".join(map(str, df.columns)).encode())
+    h.update(pd.util.hash_pandas_object(df, index=False).to_numpy().tobytes())
+    return h.hexdigest()
+
+
+def build_training_set(spec: ModelSpec, features: pd.DataFrame, labels: pd.DataFrame, window: Window) -> TrainingSet:
+    """Join features with their labels and split by time: the most recent days are the holdout.
+
+    Raises:
+        DataValidationError: too few labelled rows, or a split without both classes.
+    """
+    import pandas as pd
+
+    key = [spec.entity_key, DATE_COLUMN]
+    cols = [spec.entity_key, DATE_COLUMN, *spec.feature_names]
+    joined = features[cols].merge(labels[[*key, spec.target.name]], on=key, how="left", validate="one_to_one")
+    unlabelled = int(joined[spec.target.name].isna().sum())
+    joined = joined.dropna(subset=[spec.target.name])
+    joined[spec.target.name] = joined[spec.target.name].astype("int64")
+    joined = joined.sort_values(key, kind="stable").reset_index(drop=True)
+
+    in_holdout = joined[DATE_COLUMN] >= pd.Timestamp(window.holdout_start)
+    train, holdout = joined[~in_holdout].reset_index(drop=True), joined[in_holdout].reset_index(drop=True)
+    if len(train) < spec.training.min_training_rows:
+        raise DataValidationError(
+            f"training set for {spec.name} has {len(train)} labelled rows in "
+            f"{window.start}..{window.holdout_start - timedelta(days=1)}; "
+            f"the spec requires training.min_training_rows >= {spec.training.min_training_rows}"
+        )
+    for name, part in (("training", train), ("holdout", holdout)):
+        classes = sorted(part[spec.target.name].unique().tolist())
+        if len(classes) < 2:
+            raise DataValidationError(
+                f"{name} split of {spec.name} has only class(es) {classes} in column {spec.target.name!r} "
+                f"({len(part)} rows); both 0 and 1 are needed to train and evaluate"
+            )
+    if unlabelled:
+        log.info("%d feature rows have no label yet and were left out", unlabelled)
+    return TrainingSet(train=train, holdout=holdout, content_hash=content_hash(joined), unlabelled_rows=unlabelled)

@@ -1,0 +1,34 @@
+"""Exceptions raised by the Nightshift library.
+
+Operators map them: bad data and bad config are final (no retry); everything else is retried.
+"""
+
+from __future__ import annotations
+
+
+class NightshiftError(Exception):
+    """Base class. Messages say what failed, the observed value against the rule, and where to look."""
+
+
+class SpecError(NightshiftError):
+    """A model spec file is invalid."""
+
+
+class ParamsError(NightshiftError):
+    """A DAG run was triggered with parameters that break a rule."""
+
+
+class DataValidationError(NightshiftError):
+    """Input or output data broke a validation rule (a GX suite, a missing partition, too few rows)."""
+
+
+class MissingPartitionError(DataValidationError):
+    """A date partition the run needs is not there."""
+
+
+class NoChampionError(NightshiftError):
+    """The registry holds no ``@champion`` version for the model."""
+
+
+# Failures that retrying cannot fix.
+FINAL_ERRORS: tuple[type[Exception], ...] = (SpecError, ParamsError, DataValidationError, NoChampionError)

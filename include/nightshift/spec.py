@@ -1,0 +1,262 @@
+"""Model specs: one YAML file per model under ``include/models/``, loaded into frozen objects.
+
+A spec is the only thing a data team writes to add a model; the DAG factory, the GX suites and the
+training code all read it. Every error names the file, the key, the observed value and the rule.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from include.nightshift.errors import SpecError
+
+# Names that become SQL identifiers, MLflow model names, URI segments or Airflow ids.
+SAFE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+SAFE_NAME_RULE = "lower-case letter first, then lower-case letters, digits or '_', at most 40 characters"
+
+Algorithm = Literal["logistic_regression", "random_forest", "hist_gradient_boosting"]
+ALGORITHMS: tuple[str, ...] = Algorithm.__args__  # type: ignore[attr-defined]
+
+# Metrics the gate understands and which direction is better.
+HIGHER_IS_BETTER = {
+    "roc_auc": True,
+    "pr_auc": True,
+    "precision": True,
+    "recall": True,
+    "f1": True,
+    "log_loss": False,
+    "brier": False,
+}
+Metric = Literal["roc_auc", "pr_auc", "precision", "recall", "f1", "log_loss", "brier"]
+
+
+def check_safe_name(value: str, what: str = "name") -> str:
+    """Return ``value`` if it is a safe identifier, else raise ``ValueError`` naming the rule."""
+    if not isinstance(value, str) or not SAFE_NAME.match(value):
+        raise ValueError(f"{what} {value!r} is not allowed: {SAFE_NAME_RULE}")
+    return value
+
+
+SafeName = Annotated[str, Field(description=SAFE_NAME_RULE)]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Feature(_Frozen):
+    """One input column of the model."""
+
+    name: SafeName
+    type: Literal["int", "float", "category"]
+    description: str = ""
+    nullable: bool = False
+    min: float | None = None
+    max: float | None = None
+    categories: tuple[str, ...] | None = None
+    # Share of rows that may break the range / category rule before raw validation fails.
+    mostly: float = Field(default=1.0, ge=0.0, le=1.0)
+
+    _name_ok = field_validator("name")(lambda cls, v: check_safe_name(v, "feature name"))
+
+    @model_validator(mode="after")
+    def _rules_fit_type(self) -> Feature:
+        if self.type == "category":
+            if not self.categories:
+                raise ValueError(f"feature {self.name!r} has type 'category' and needs a non-empty 'categories' list")
+            if self.min is not None or self.max is not None:
+                raise ValueError(f"feature {self.name!r} has type 'category': 'min'/'max' do not apply")
+        else:
+            if self.categories:
+                raise ValueError(
+                    f"feature {self.name!r} has type {self.type!r}: 'categories' only applies to 'category'"
+                )
+            if self.min is not None and self.max is not None and self.min > self.max:
+                raise ValueError(f"feature {self.name!r}: min {self.min} is greater than max {self.max}")
+        return self
+
+
+class Target(_Frozen):
+    name: SafeName
+    label_delay_days: int = Field(ge=0, le=365)
+    positive_class: int = 1
+
+    _name_ok = field_validator("name")(lambda cls, v: check_safe_name(v, "target name"))
+
+
+class Landing(_Frozen):
+    """Where the daily partitions arrive. ``{root}`` and ``{date}`` (YYYY-MM-DD) are substituted."""
+
+    features_uri: str
+    labels_uri: str
+
+    @field_validator("features_uri", "labels_uri")
+    @classmethod
+    def _template_ok(cls, v: str) -> str:
+        if "{date}" not in v:
+            raise ValueError(f"URI template {v!r} must contain '{{date}}' so each day is its own partition")
+        if not (v.startswith("{root}") or v.startswith(("file://", "s3://"))):
+            raise ValueError(f"URI template {v!r} must start with '{{root}}', 'file://' or 's3://'")
+        return v
+
+    def features(self, root: str, day: str) -> str:
+        return self.features_uri.format(root=root.rstrip("/"), date=day)
+
+    def labels(self, root: str, day: str) -> str:
+        return self.labels_uri.format(root=root.rstrip("/"), date=day)
+
+
+class Training(_Frozen):
+    algorithm: Algorithm = "hist_gradient_boosting"
+    hyperparameters: dict[Algorithm, dict[str, Any]] = Field(default_factory=dict)
+    window_days: int = Field(default=28, ge=2, le=730)
+    holdout_days: int = Field(default=3, ge=1, le=90)
+    min_training_rows: int = Field(default=500, ge=10)
+    decision_threshold: float = Field(default=0.5, gt=0.0, lt=1.0)
+    random_seed: int = 42
+    # Rows of the training data saved with the model as the monitoring reference.
+    reference_sample_rows: int = Field(default=5000, ge=100)
+
+    @model_validator(mode="after")
+    def _holdout_fits(self) -> Training:
+        if self.holdout_days >= self.window_days:
+            raise ValueError(
+                f"holdout_days ({self.holdout_days}) must be smaller than window_days ({self.window_days})"
+            )
+        return self
+
+
+class Gate(_Frozen):
+    """Promotion rules: absolute floors, and the largest regression allowed against the champion."""
+
+    floors: dict[Metric, float] = Field(default_factory=dict)
+    max_regression: dict[Metric, float] = Field(default_factory=dict)
+
+    @field_validator("max_regression")
+    @classmethod
+    def _non_negative(cls, v: dict[str, float]) -> dict[str, float]:
+        for metric, allowed in v.items():
+            if allowed < 0:
+                raise ValueError(f"max_regression.{metric} is {allowed}; it must be >= 0")
+        return v
+
+
+class Schedules(_Frozen):
+    training: str | None = "0 3 * * 1"
+    scoring: str | None = "30 4 * * *"
+
+
+class ModelSpec(_Frozen):
+    """A model, as declared in ``include/models/<name>.yaml``."""
+
+    name: SafeName
+    description: str = ""
+    owner: str = "nightshift"
+    tags: tuple[str, ...] = ()
+    entity_key: SafeName
+    landing: Landing
+    features: tuple[Feature, ...] = Field(min_length=1)
+    target: Target
+    training: Training = Training()
+    gate: Gate = Gate()
+    schedules: Schedules = Schedules()
+
+    _name_ok = field_validator("name")(lambda cls, v: check_safe_name(v, "model name"))
+    _key_ok = field_validator("entity_key")(lambda cls, v: check_safe_name(v, "entity_key"))
+
+    @model_validator(mode="after")
+    def _columns_distinct(self) -> ModelSpec:
+        names = [f.name for f in self.features]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"feature names must be unique; repeated: {dupes}")
+        for reserved in (self.entity_key, self.target.name, "feature_date"):
+            if reserved in names:
+                raise ValueError(
+                    f"{reserved!r} is the entity key, the target or 'feature_date' and cannot be a feature"
+                )
+        return self
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    @property
+    def numeric_features(self) -> list[str]:
+        return [f.name for f in self.features if f.type in ("int", "float")]
+
+    @property
+    def categorical_features(self) -> list[str]:
+        return [f.name for f in self.features if f.type == "category"]
+
+    @property
+    def label_delay(self) -> timedelta:
+        return timedelta(days=self.target.label_delay_days)
+
+    def hyperparameters(self, algorithm: str) -> dict[str, Any]:
+        return dict(self.training.hyperparameters.get(algorithm, {}))  # type: ignore[call-overload]
+
+
+def _format_error(path: Path, raw: dict[str, Any], err: ValidationError) -> str:
+    lines = [f"{path}: invalid model spec ({err.error_count()} problem(s))"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "<top level>"
+        # Show the observed value for the key when there is one.
+        value = e.get("input", "<missing>") if e["type"] != "missing" else "<missing>"
+        if isinstance(value, dict) and e["type"] not in ("missing",):
+            value = "{...}"
+        msg = e["msg"].removeprefix("Value error, ")
+        lines.append(f"  - key '{loc}': {msg} (got {value!r})")
+    return "\n".join(lines)
+
+
+def load_spec(path: str | Path) -> ModelSpec:
+    """Load and validate one spec file.
+
+    Args:
+        path: A YAML file.
+
+    Returns:
+        The frozen, validated spec.
+
+    Raises:
+        SpecError: The file cannot be read, is not YAML, or breaks a rule; the message names the file,
+            the key, the observed value and the rule.
+    """
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot read model spec: {exc}") from exc
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise SpecError(f"{path}: a model spec must be a mapping, got {type(raw).__name__}")
+    try:
+        spec = ModelSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise SpecError(_format_error(path, raw, exc)) from None
+    if spec.name != path.stem:
+        raise SpecError(f"{path}: key 'name' is {spec.name!r} but the file is named {path.name!r}; they must match")
+    return spec
+
+
+def load_specs(directory: str | Path) -> list[ModelSpec]:
+    """Load every ``*.yaml`` spec in ``directory``, sorted by name. Raises on the first bad file."""
+    return [load_spec(p) for p in sorted(Path(directory).glob("*.yaml"))]
+
+
+MODELS_DIR = Path(__file__).resolve().parent.parent / "models"

@@ -1,0 +1,101 @@
+"""Reading and writing Parquet and small files at ``file://`` or ``s3://`` URIs.
+
+pyarrow's own filesystems handle both schemes with one API and stream record batches, which the
+scoring path needs; S3 credentials and endpoint are injected by the caller (from an Airflow
+connection), never looked up here.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.fs as pafs
+
+
+@dataclass(frozen=True)
+class Storage:
+    """Resolves URIs to pyarrow filesystems.
+
+    Args:
+        s3_options: Keyword arguments for ``pyarrow.fs.S3FileSystem`` (access_key, secret_key,
+            endpoint_override, region, ...). Empty means the default AWS credential chain.
+    """
+
+    s3_options: dict[str, Any] = field(default_factory=dict)
+
+    def resolve(self, uri: str) -> tuple[pafs.FileSystem, str]:
+        import pyarrow.fs as pafs
+
+        parsed = urlparse(uri)
+        if parsed.scheme == "file":
+            return pafs.LocalFileSystem(), parsed.path
+        if parsed.scheme == "s3":
+            return pafs.S3FileSystem(**self.s3_options), f"{parsed.netloc}{parsed.path}"
+        raise ValueError(f"unsupported URI {uri!r}: only file:// and s3:// are supported")
+
+    def exists(self, uri: str) -> bool:
+        import pyarrow.fs as pafs
+
+        fs, path = self.resolve(uri)
+        return fs.get_file_info(path).type != pafs.FileType.NotFound
+
+    def read_parquet(self, uri: str, columns: list[str] | None = None) -> pd.DataFrame:
+        import pyarrow.parquet as pq
+
+        fs, path = self.resolve(uri)
+        return pq.read_table(path, filesystem=fs, columns=columns).to_pandas()
+
+    def read_schema(self, uri: str) -> pa.Schema:
+        import pyarrow.parquet as pq
+
+        fs, path = self.resolve(uri)
+        return pq.read_schema(path, filesystem=fs)
+
+    def write_parquet(self, df: pd.DataFrame, uri: str) -> str:
+        """Write ``df`` atomically where the filesystem allows it (temp file, then rename)."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.Table.from_pandas(df, preserve_index=False)
+        self._atomic_write(uri, lambda fs, path: pq.write_table(table, path, filesystem=fs))
+        return uri
+
+    def write_bytes(self, data: bytes, uri: str) -> str:
+        def write(fs: pafs.FileSystem, path: str) -> None:
+            with fs.open_output_stream(path) as out:
+                out.write(data)
+
+        self._atomic_write(uri, write)
+        return uri
+
+    def read_bytes(self, uri: str) -> bytes:
+        fs, path = self.resolve(uri)
+        with fs.open_input_stream(path) as f:
+            return f.read()
+
+    def _atomic_write(self, uri: str, write: Any) -> None:
+        fs, path = self.resolve(uri)
+        parent = os.path.dirname(path)
+        fs.create_dir(parent, recursive=True)
+        if uri.startswith("s3://"):
+            # An S3 PUT is already atomic: readers see the old object or the new one.
+            write(fs, path)
+            return
+        tmp = f"{parent}/.tmp-{uuid.uuid4().hex}-{os.path.basename(path)}"
+        try:
+            write(fs, tmp)
+            fs.move(tmp, path)
+        finally:
+            if fs.get_file_info(tmp).type.name != "NotFound":
+                fs.delete_file(tmp)
+
+
+def join_uri(base: str, *parts: str) -> str:
+    return "/".join([base.rstrip("/"), *(p.strip("/") for p in parts)])

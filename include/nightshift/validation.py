@@ -1,0 +1,264 @@
+"""Data validation: GX suites derived from the spec plus hand-written ones, and readable failures.
+
+Suites are built per stage:
+- ``raw_features`` / ``raw_labels``: the landing partitions of a window;
+- ``training_set``: the joined, split training data.
+
+The spec gives the columns, types, ranges, categories and nullability; hand-written expectations
+live in ``great_expectations/expectations/<model>_<stage>.json`` (GX's suite JSON) and are added.
+
+GX validates one frame. Partitions are concatenated with a ``source_file`` column so a failed row
+rule names the file it came from; a file whose *schema* is wrong (a missing column, text where a
+number belongs) is reported per file before concatenation, because after it the column would only
+show up as nulls or mixed types.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from include.nightshift.datasets import DATE_COLUMN
+from include.nightshift.errors import DataValidationError
+
+if TYPE_CHECKING:
+    from datetime import date
+
+    import pandas as pd
+    import pyarrow as pa
+
+    import great_expectations as gx
+    from include.nightshift.spec import ModelSpec
+    from include.nightshift.storage import Storage
+
+log = logging.getLogger(__name__)
+
+Stage = Literal["raw_features", "raw_labels", "training_set"]
+STAGES: tuple[str, ...] = Stage.__args__  # type: ignore[attr-defined]
+SOURCE_COLUMN = "source_file"
+GX_DIR = Path(__file__).resolve().parents[2] / "great_expectations"
+
+
+def suite_name(spec: ModelSpec, stage: str) -> str:
+    return f"{spec.name}_{stage}"
+
+
+# --- schema, per file -------------------------------------------------------------------------
+
+
+def _arrow_kind(t: pa.DataType) -> str:
+    import pyarrow.types as pat
+
+    if pat.is_integer(t):
+        return "int"
+    if pat.is_floating(t) or pat.is_decimal(t):
+        return "float"
+    if pat.is_string(t) or pat.is_large_string(t) or pat.is_dictionary(t):
+        return "string"
+    if pat.is_boolean(t):
+        return "bool"
+    if pat.is_null(t):
+        return "null"
+    return str(t)
+
+
+def expected_columns(spec: ModelSpec, stage: str) -> dict[str, set[str]]:
+    """Column -> the Arrow kinds accepted for it in landing files of ``stage``."""
+    if stage == "raw_labels":
+        return {spec.entity_key: {"int", "string"}, spec.target.name: {"int", "bool", "float"}}
+    cols = {spec.entity_key: {"int", "string"}}
+    for f in spec.features:
+        # An all-null column of a nullable feature is typed null by writers that cannot infer.
+        kinds = {"int"} if f.type == "int" else {"int", "float"} if f.type == "float" else {"string"}
+        cols[f.name] = (
+            kinds
+            | ({"null", "float"} if f.nullable and f.type == "int" else set())
+            | ({"null"} if f.nullable else set())
+        )
+    return cols
+
+
+def schema_problems(spec: ModelSpec, stage: str, uri: str, schema: pa.Schema) -> list[str]:
+    problems = []
+    present = {name: _arrow_kind(schema.field(name).type) for name in schema.names}
+    for col, kinds in expected_columns(spec, stage).items():
+        if col not in present:
+            problems.append(f"{uri}: column '{col}' is missing (present: {', '.join(schema.names)})")
+        elif present[col] not in kinds:
+            want = " or ".join(sorted(k for k in kinds if k != "null"))
+            problems.append(
+                f"{uri}: column '{col}' has type {schema.field(col).type} ({present[col]}); the spec needs {want}"
+            )
+    return problems
+
+
+def read_stage(storage: Storage, spec: ModelSpec, stage: Stage, uris: dict[date, str]) -> pd.DataFrame:
+    """Read the partitions of a raw stage for validation, checking each file's schema first.
+
+    Raises:
+        DataValidationError: a file's schema breaks the spec (every such file is listed).
+    """
+    import pandas as pd
+
+    problems: list[str] = []
+    for uri in uris.values():
+        problems += schema_problems(spec, stage, uri, storage.read_schema(uri))
+    if problems:
+        raise DataValidationError(
+            f"suite {suite_name(spec, stage)}: {len(problems)} schema problem(s) in the landing files:\n  - "
+            + "\n  - ".join(problems[:20])
+        )
+    frames = []
+    for day, uri in sorted(uris.items()):
+        df = storage.read_parquet(uri)
+        df[SOURCE_COLUMN] = uri
+        df[DATE_COLUMN] = pd.Timestamp(day)
+        frames.append(df)
+    return pd.concat(frames, ignore_index=True)
+
+
+# --- suites -----------------------------------------------------------------------------------
+
+
+def derived_expectations(spec: ModelSpec, stage: str, min_rows: int = 1) -> list[dict[str, Any]]:
+    """Expectation configurations (GX JSON form) that follow from the spec."""
+    key, target = spec.entity_key, spec.target.name
+    exps: list[dict[str, Any]] = [
+        {"type": "expect_table_row_count_to_be_between", "kwargs": {"min_value": min_rows}},
+        {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": key}},
+        {"type": "expect_compound_columns_to_be_unique", "kwargs": {"column_list": [key, DATE_COLUMN]}},
+    ]
+    if stage in ("raw_labels", "training_set"):
+        exps += [
+            {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": target}},
+            {"type": "expect_column_values_to_be_in_set", "kwargs": {"column": target, "value_set": [0, 1]}},
+        ]
+    if stage == "raw_labels":
+        return exps
+    for f in spec.features:
+        exps.append({"type": "expect_column_to_exist", "kwargs": {"column": f.name}})
+        if not f.nullable:
+            exps.append({"type": "expect_column_values_to_not_be_null", "kwargs": {"column": f.name}})
+        if f.type == "category":
+            exps.append(
+                {
+                    "type": "expect_column_values_to_be_in_set",
+                    "kwargs": {"column": f.name, "value_set": list(f.categories or ()), "mostly": f.mostly},
+                }
+            )
+        else:
+            exps.append(
+                {
+                    "type": "expect_column_values_to_be_in_type_list",
+                    "kwargs": {
+                        "column": f.name,
+                        "type_list": ["int8", "int16", "int32", "int64", "float32", "float64", "Int64", "Float64"],
+                    },
+                }
+            )
+            if f.min is not None or f.max is not None:
+                exps.append(
+                    {
+                        "type": "expect_column_values_to_be_between",
+                        "kwargs": {"column": f.name, "min_value": f.min, "max_value": f.max, "mostly": f.mostly},
+                    }
+                )
+    if stage == "training_set":
+        exps.append(
+            {
+                "type": "expect_column_mean_to_be_between",
+                "kwargs": {"column": target, "min_value": 0.001, "max_value": 0.999},
+            }
+        )
+    return exps
+
+
+def handwritten_expectations(spec: ModelSpec, stage: str, gx_dir: Path = GX_DIR) -> list[dict[str, Any]]:
+    path = gx_dir / "expectations" / f"{suite_name(spec, stage)}.json"
+    if not path.exists():
+        return []
+    try:
+        return list(json.loads(path.read_text()).get("expectations", []))
+    except (OSError, ValueError) as exc:
+        raise DataValidationError(f"{path}: cannot read hand-written GX suite: {exc}") from exc
+
+
+def build_suite(spec: ModelSpec, stage: Stage, gx_dir: Path = GX_DIR) -> gx.ExpectationSuite:
+    """The stage's suite: spec-derived expectations, then the hand-written ones."""
+    from great_expectations.expectations.expectation_configuration import (
+        ExpectationConfiguration,
+    )
+
+    import great_expectations as gx
+
+    min_rows = spec.training.min_training_rows if stage == "training_set" else 1
+    configs = derived_expectations(spec, stage, min_rows) + handwritten_expectations(spec, stage, gx_dir)
+    expectations = []
+    for c in configs:
+        meta = dict(c.get("meta") or {})
+        meta.setdefault("source", "hand-written" if c in configs[len(configs) - len(configs) :] else "spec")
+        expectations.append(ExpectationConfiguration(type=c["type"], kwargs=c["kwargs"], meta=meta).to_domain_obj())
+    return gx.ExpectationSuite(
+        name=suite_name(spec, stage), expectations=expectations, meta={"model": spec.name, "stage": stage}
+    )
+
+
+def result_format() -> dict[str, Any]:
+    """Enough detail to name columns, values and files, without every failing row."""
+    return {"result_format": "SUMMARY", "partial_unexpected_count": 5, "unexpected_index_column_names": [SOURCE_COLUMN]}
+
+
+# --- failures, for people ---------------------------------------------------------------------
+
+
+def _describe_kwargs(kwargs: dict[str, Any]) -> str:
+    shown = {k: v for k, v in kwargs.items() if k not in ("batch_id", "result_format") and v is not None}
+    return ", ".join(f"{k}={v}" for k, v in shown.items())
+
+
+def describe_failures(result: dict[str, Any], limit: int = 12) -> list[str]:
+    """One line per failed expectation: the rule, what was observed, and which files.
+
+    Args:
+        result: A GX validation result as ``describe_dict()`` returns it.
+    """
+    lines = []
+    for e in result.get("expectations", []):
+        if e.get("success"):
+            continue
+        r = e.get("result") or {}
+        rule = f"{e['expectation_type']}({_describe_kwargs(e.get('kwargs', {}))})"
+        if "unexpected_count" in r:
+            examples = [c["value"] for c in r.get("partial_unexpected_counts", [])][:5]
+            files = sorted(
+                {
+                    row.get(SOURCE_COLUMN)
+                    for row in r.get("partial_unexpected_index_list") or []
+                    if row.get(SOURCE_COLUMN)
+                }
+            )
+            observed = (
+                f"{r['unexpected_count']} of {r.get('element_count')} rows break it "
+                f"({r.get('unexpected_percent', 0):.2f}%), e.g. {examples}"
+            )
+            if files:
+                observed += f", in {', '.join(files[:3])}"
+        elif "observed_value" in r:
+            observed = f"observed {r['observed_value']!r}"
+        else:
+            observed = "column not found" if "column" in e.get("kwargs", {}) else "could not be evaluated"
+        lines.append(f"{rule}: {observed}")
+    if len(lines) > limit:
+        lines = lines[:limit] + [f"... and {len(lines) - limit} more"]
+    return lines
+
+
+def summarize(result: dict[str, Any]) -> dict[str, Any]:
+    """A compact record of a validation (for MLflow and XCom): statistics and the failed rules."""
+    return {
+        "success": bool(result.get("success")),
+        "statistics": result.get("statistics"),
+        "failures": describe_failures(result),
+    }

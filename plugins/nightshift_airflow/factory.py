@@ -1,0 +1,231 @@
+"""The DAG factory: every spec in ``include/models/`` becomes that model's DAGs.
+
+A new YAML file yields a new set of DAGs with no code change. A spec that fails validation does not
+take the other models down: it becomes a one-task DAG ``<file>_invalid_spec`` that fails with the
+validation message, so the problem is visible in the UI and in alerts.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import DAG, Asset, Param
+from airflow.timetables.trigger import CronTriggerTimetable
+
+from include.nightshift.errors import SpecError
+from include.nightshift.spec import ALGORITHMS, MODELS_DIR, ModelSpec, load_spec
+from nightshift_airflow.notifiers import FailureAlert
+from nightshift_airflow.operators.training import (
+    BuildTrainingSetOperator,
+    EvaluateChallengerOperator,
+    GateOperator,
+    PromoteChampionOperator,
+    RegisterModelOperator,
+    ResolveTrainingRunOperator,
+    TrainModelOperator,
+)
+from nightshift_airflow.operators.validation import ValidateDataOperator
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+
+def cron(expression: str | None) -> CronTriggerTimetable | None:
+    """A cron schedule in UTC that waits for its next time after the DAG is unpaused.
+
+    Without a ``start_date`` and with ``run_immediately=False``, unpausing a DAG does not start a
+    catch-up run for the last missed time; the next run is the next scheduled one.
+    """
+    return CronTriggerTimetable(expression, timezone="UTC", run_immediately=False) if expression else None
+
+
+LANDING_ROOT = "{{ var.value.nightshift_landing_root }}"
+WORK_ROOT = "{{ var.value.nightshift_work_root }}"
+
+
+def champion_asset(model: str) -> Asset:
+    """The Asset updated whenever a model's ``@champion`` alias moves."""
+    return Asset(name=f"{model}_champion", uri=f"nightshift://models/{model}/champion", group="model")
+
+
+def default_args(spec: ModelSpec) -> dict[str, Any]:
+    return {
+        "owner": spec.owner,
+        "retries": 2,
+        "retry_delay": timedelta(minutes=2),
+        "retry_exponential_backoff": True,
+        "on_failure_callback": [FailureAlert()],
+    }
+
+
+TRAINING_DOC = """
+### {name} training
+
+{description}
+
+**What it does:** validates the landing data of the training window (GX suites
+`{name}_raw_features`, `{name}_raw_labels`), joins features with labels and splits by time (the
+last {holdout} labelled days are the holdout), validates the training set (`{name}_training_set`),
+trains a scikit-learn pipeline in one MLflow run, scores the same holdout with the challenger and
+the current `@champion`, registers the challenger (alias `challenger`), and applies the gate:
+floors {floors}, largest regression against the champion {regression}. When the gate passes,
+`@champion` moves to the new version and the Asset `{name}_champion` is updated.
+
+**Schedule:** `{schedule}` (UTC), or trigger with the form. Leave everything empty for the usual
+run: the window ends on the last day whose labels have landed ({delay} days ago).
+
+**Inputs:** `{features_uri}`, `{labels_uri}` ({{root}} = Variable `nightshift_landing_root`).
+**Outputs:** MLflow experiment `nightshift-{name}`, registered model `{name}`.
+**Owner:** {owner}. **Runbook:** `docs/runbook.md`.
+"""
+
+
+def training_dag(spec: ModelSpec) -> DAG:
+    """The ``<model>_training`` DAG."""
+    doc = TRAINING_DOC.format(
+        name=spec.name,
+        description=spec.description,
+        holdout=spec.training.holdout_days,
+        floors=dict(spec.gate.floors),
+        regression=dict(spec.gate.max_regression),
+        schedule=spec.schedules.training,
+        delay=spec.target.label_delay_days,
+        features_uri=spec.landing.features_uri,
+        labels_uri=spec.landing.labels_uri,
+        owner=spec.owner,
+    )
+    params = {
+        "window_end": Param(
+            None,
+            type=["null", "string"],
+            format="date",
+            title="End of the training window",
+            description="Last labelled day to train on. Empty: the last day whose labels "
+            f"have landed (run date minus {spec.target.label_delay_days} days).",
+        ),
+        "algorithm": Param(
+            spec.training.algorithm,
+            type="string",
+            enum=list(ALGORITHMS),
+            title="Algorithm",
+            description="Override the spec's algorithm for this run only.",
+        ),
+        "force_promote": Param(
+            False,
+            type="boolean",
+            title="Force promotion",
+            description="Promote even if the gate rejects the model. Needs a reason.",
+        ),
+        "force_reason": Param(
+            "",
+            type="string",
+            title="Reason for forcing",
+            description="Required with 'Force promotion'; recorded on the model version.",
+        ),
+    }
+    with DAG(
+        dag_id=f"{spec.name}_training",
+        dag_display_name=f"{spec.name}: training",
+        description=f"Train, gate and promote {spec.name}",
+        doc_md=doc,
+        schedule=cron(spec.schedules.training),
+        catchup=False,
+        max_active_runs=1,
+        tags=["nightshift", "training", f"model:{spec.name}", *spec.tags],
+        params=params,
+        default_args=default_args(spec),
+        dagrun_timeout=timedelta(hours=3),
+    ) as dag:
+        m = spec.name
+        resolve = ResolveTrainingRunOperator(task_id="resolve_run", model=m)
+        raw_features = ValidateDataOperator(
+            task_id="validate_raw_features",
+            model=m,
+            stage="raw_features",
+            resolved=resolve.output,
+            landing_root=LANDING_ROOT,
+            work_root=WORK_ROOT,
+        )
+        raw_labels = ValidateDataOperator(
+            task_id="validate_raw_labels",
+            model=m,
+            stage="raw_labels",
+            resolved=resolve.output,
+            landing_root=LANDING_ROOT,
+            work_root=WORK_ROOT,
+        )
+        build = BuildTrainingSetOperator(
+            task_id="build_training_set",
+            model=m,
+            resolved=resolve.output,
+            landing_root=LANDING_ROOT,
+            work_root=WORK_ROOT,
+        )
+        checked = ValidateDataOperator(
+            task_id="validate_training_set",
+            model=m,
+            stage="training_set",
+            training_set=build.output,
+            work_root=WORK_ROOT,
+        )
+        train = TrainModelOperator(
+            task_id="train",
+            model=m,
+            resolved=resolve.output,
+            training_set=build.output,
+            validations={
+                "raw_features": raw_features.output["summary"],
+                "raw_labels": raw_labels.output["summary"],
+                "training_set": checked.output["summary"],
+            },
+        )
+        evaluate = EvaluateChallengerOperator(
+            task_id="evaluate", model=m, trained=train.output, training_set=build.output
+        )
+        register = RegisterModelOperator(task_id="register", model=m, trained=train.output, training_set=build.output)
+        gate = GateOperator(
+            task_id="gate",
+            model=m,
+            resolved=resolve.output,
+            trained=train.output,
+            evaluation=evaluate.output,
+            version=register.output,
+        )
+        promote = PromoteChampionOperator(task_id="promote", model=m, decision=gate.output, outlets=[champion_asset(m)])
+        resolve >> [raw_features, raw_labels] >> build >> checked >> train
+        train >> evaluate >> register >> gate >> promote
+    return dag
+
+
+def invalid_spec_dag(path: Path, error: SpecError) -> DAG:
+    """A DAG that shows a broken spec in the UI and fails with its validation message."""
+    from airflow.providers.standard.operators.python import PythonOperator
+
+    def fail(message: str) -> None:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        raise AirflowFailException(message)
+
+    with DAG(
+        dag_id=f"{path.stem}_invalid_spec",
+        schedule=None,
+        catchup=False,
+        tags=["nightshift", "invalid-spec"],
+        doc_md=f"### Invalid model spec\n\n```\n{error}\n```",
+        default_args={"owner": "nightshift", "retries": 0},
+    ) as dag:
+        PythonOperator(task_id="explain", python_callable=fail, op_args=[str(error)])
+    return dag
+
+
+def build_all(models_dir: Path = MODELS_DIR) -> Iterator[DAG]:
+    """Every model's DAGs, one spec file at a time."""
+    for path in sorted(models_dir.glob("*.yaml")):
+        try:
+            spec = load_spec(path)
+        except SpecError as exc:
+            yield invalid_spec_dag(path, exc)
+            continue
+        yield training_dag(spec)

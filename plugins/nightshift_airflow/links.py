@@ -1,0 +1,37 @@
+"""Operator extra links: buttons on a task in the Airflow UI that open what the task produced.
+
+Each operator pushes the full URL to XCom under the link's key while it runs; the link reads it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar
+
+from airflow.sdk import BaseOperatorLink
+from airflow.sdk.execution_time.xcom import XCom
+
+if TYPE_CHECKING:
+    from airflow.models.taskinstancekey import TaskInstanceKey
+    from airflow.sdk import BaseOperator
+
+
+class _XComUrlLink(BaseOperatorLink):
+    url_key: ClassVar[str]
+
+    def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
+        return XCom.get_value(ti_key=ti_key, key=self.url_key) or ""
+
+
+class MlflowRunLink(_XComUrlLink):
+    name = "MLflow run"
+    url_key = "mlflow_run_url"
+
+
+class MlflowModelVersionLink(_XComUrlLink):
+    name = "MLflow model version"
+    url_key = "mlflow_model_version_url"
+
+
+class ValidationResultLink(_XComUrlLink):
+    name = "GX validation result"
+    url_key = "gx_result_url"

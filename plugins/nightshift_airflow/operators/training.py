@@ -1,0 +1,332 @@
+"""Operators of the training DAG. Each calls one library function and pushes small results."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk.exceptions import AirflowSkipException
+
+from nightshift_airflow.links import MlflowModelVersionLink, MlflowRunLink
+from nightshift_airflow.operators.base import NightshiftOperator, run_date, run_slug
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from include.nightshift.spec import ModelSpec
+
+
+class ResolveTrainingRunOperator(NightshiftOperator):
+    """Check the trigger form's params and fix the run's data window.
+
+    Reads ``params``: ``window_end`` (date or empty), ``algorithm``, ``force_promote``, ``force_reason``.
+    Returns the window and the checked params for the downstream tasks.
+    """
+
+    def run(self, context: Context, spec: ModelSpec) -> dict[str, Any]:
+        from include.nightshift.datasets import resolve_window
+        from include.nightshift.errors import ParamsError
+        from include.nightshift.spec import ALGORITHMS
+
+        params = context["params"]
+        algorithm = params.get("algorithm") or spec.training.algorithm
+        if algorithm not in ALGORITHMS:
+            raise ParamsError(f"param 'algorithm' is {algorithm!r}; allowed: {', '.join(ALGORITHMS)}")
+        force = bool(params.get("force_promote"))
+        reason = (params.get("force_reason") or "").strip()
+        if force and not reason:
+            raise ParamsError(
+                "param 'force_promote' is true but 'force_reason' is empty: "
+                "say why the gate may be overridden (it is recorded on the model version)"
+            )
+        window = resolve_window(spec, run_date(context), params.get("window_end") or None)
+        self.log.info(
+            "training window %s..%s, holdout from %s, algorithm %s",
+            window.start,
+            window.end,
+            window.holdout_start,
+            algorithm,
+        )
+        return {"window": window.as_dict(), "algorithm": algorithm, "force_promote": force, "force_reason": reason}
+
+
+class BuildTrainingSetOperator(NightshiftOperator):
+    """Join the window's features with their labels, split by time, write both splits as Parquet.
+
+    Args:
+        resolved: The output of ``ResolveTrainingRunOperator`` (templated).
+        landing_root: Root URI of the landing partitions (templated).
+        work_root: Root URI for this run's intermediate files (templated).
+        aws_conn_id: Credentials for ``s3://`` URIs.
+    """
+
+    template_fields = ("model", "resolved", "landing_root", "work_root")
+
+    def __init__(
+        self,
+        *,
+        resolved: Any,
+        landing_root: str,
+        work_root: str,
+        aws_conn_id: str | None = "aws_default",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.resolved = resolved
+        self.landing_root = landing_root
+        self.work_root = work_root
+        self.aws_conn_id = aws_conn_id
+
+    def run(self, context: Context, spec: ModelSpec) -> dict[str, Any]:
+        from include.nightshift import datasets
+        from include.nightshift.storage import join_uri
+        from nightshift_airflow.hooks import storage_from_connection
+
+        storage = storage_from_connection(self.aws_conn_id)
+        window = datasets.Window.from_dict(self.resolved["window"])
+        feats = datasets.partition_uris(spec, self.landing_root, window.days, "features")
+        labels = datasets.partition_uris(spec, self.landing_root, window.days, "labels")
+        ts = datasets.build_training_set(
+            spec, datasets.read_partitions(storage, feats), datasets.read_partitions(storage, labels), window
+        )
+        base = join_uri(self.work_root, spec.name, "training", run_slug(context["run_id"]))
+        out = {
+            "train_uri": storage.write_parquet(ts.train, join_uri(base, "train.parquet")),
+            "holdout_uri": storage.write_parquet(ts.holdout, join_uri(base, "holdout.parquet")),
+            "content_hash": ts.content_hash,
+            "train_rows": len(ts.train),
+            "holdout_rows": len(ts.holdout),
+            "unlabelled_rows": ts.unlabelled_rows,
+        }
+        self.log.info(
+            "training set: %(train_rows)d train rows, %(holdout_rows)d holdout rows, hash %(content_hash)s", out
+        )
+        return out
+
+
+class TrainModelOperator(NightshiftOperator):
+    """Fit the pipeline in one MLflow run (params, metrics, model, data window and hash, GX results).
+
+    Args:
+        resolved: The output of ``ResolveTrainingRunOperator`` (templated).
+        training_set: The output of ``BuildTrainingSetOperator`` (templated).
+        validations: GX result summaries to log with the run, by name (templated).
+        mlflow_conn_id: The MLflow connection.
+    """
+
+    template_fields = ("model", "resolved", "training_set", "validations")
+    operator_extra_links = (MlflowRunLink(),)
+
+    def __init__(
+        self,
+        *,
+        resolved: Any,
+        training_set: Any,
+        validations: Any = None,
+        mlflow_conn_id: str = "mlflow_default",
+        aws_conn_id: str | None = "aws_default",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.resolved = resolved
+        self.training_set = training_set
+        self.validations = validations or {}
+        self.mlflow_conn_id = mlflow_conn_id
+        self.aws_conn_id = aws_conn_id
+
+    def run(self, context: Context, spec: ModelSpec) -> dict[str, Any]:
+        from include.nightshift.datasets import TrainingSet, Window
+        from include.nightshift.registry import train_and_log
+        from nightshift_airflow.hooks import MlflowHook, storage_from_connection
+
+        storage = storage_from_connection(self.aws_conn_id)
+        hook = MlflowHook(self.mlflow_conn_id)
+        ts = TrainingSet(
+            train=storage.read_parquet(self.training_set["train_uri"]),
+            holdout=storage.read_parquet(self.training_set["holdout_uri"]),
+            content_hash=self.training_set["content_hash"],
+            unlabelled_rows=self.training_set["unlabelled_rows"],
+        )
+        tags = {
+            "nightshift.airflow_dag_id": context["dag"].dag_id,
+            "nightshift.airflow_run_id": context["run_id"],
+            "nightshift.airflow_task_id": self.task_id,
+        }
+        result = train_and_log(
+            hook.get_conn(),
+            spec,
+            ts,
+            Window.from_dict(self.resolved["window"]),
+            self.resolved["algorithm"],
+            tags,
+            artifacts=dict(self.validations),
+        )
+        url = hook.run_url(result.experiment_id, result.run_id)
+        context["ti"].xcom_push(key=MlflowRunLink.url_key, value=url)
+        self.log.info("MLflow run: %s", url)
+        return {
+            "run_id": result.run_id,
+            "model_uri": result.model_uri,
+            "model_id": result.model_id,
+            "experiment_id": result.experiment_id,
+            "holdout_roc_auc": result.metrics["holdout_roc_auc"],
+        }
+
+
+class EvaluateChallengerOperator(NightshiftOperator):
+    """Score the same holdout with the challenger and the current ``@champion``."""
+
+    template_fields = ("model", "trained", "training_set")
+
+    def __init__(
+        self,
+        *,
+        trained: Any,
+        training_set: Any,
+        mlflow_conn_id: str = "mlflow_default",
+        aws_conn_id: str | None = "aws_default",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.trained = trained
+        self.training_set = training_set
+        self.mlflow_conn_id = mlflow_conn_id
+        self.aws_conn_id = aws_conn_id
+
+    def run(self, context: Context, spec: ModelSpec) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        from include.nightshift.registry import evaluate_against_champion
+        from nightshift_airflow.hooks import MlflowHook, storage_from_connection
+
+        holdout = storage_from_connection(self.aws_conn_id).read_parquet(self.training_set["holdout_uri"])
+        ev = evaluate_against_champion(
+            MlflowHook(self.mlflow_conn_id).get_conn(), spec, self.trained["model_uri"], self.trained["run_id"], holdout
+        )
+        self.log.info(
+            "holdout roc_auc: challenger %.4f, champion %s",
+            ev.challenger["roc_auc"],
+            f"{ev.champion['roc_auc']:.4f} (v{ev.champion_version})" if ev.champion else "none",
+        )
+        return asdict(ev)
+
+
+class RegisterModelOperator(NightshiftOperator):
+    """Register the challenger as a new model version with alias ``challenger``."""
+
+    template_fields = ("model", "trained", "training_set")
+    operator_extra_links = (MlflowModelVersionLink(),)
+
+    def __init__(
+        self, *, trained: Any, training_set: Any, mlflow_conn_id: str = "mlflow_default", **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.trained = trained
+        self.training_set = training_set
+        self.mlflow_conn_id = mlflow_conn_id
+
+    def run(self, context: Context, spec: ModelSpec) -> str:
+        from include.nightshift.registry import register
+        from nightshift_airflow.hooks import MlflowHook
+
+        hook = MlflowHook(self.mlflow_conn_id)
+        tags = {
+            "nightshift.airflow_run_id": context["run_id"],
+            "nightshift.data_hash": self.training_set["content_hash"],
+        }
+        mv = register(
+            hook.get_conn(), spec, self.trained["model_uri"], self.trained["model_id"], self.trained["run_id"], tags
+        )
+        context["ti"].xcom_push(key=MlflowModelVersionLink.url_key, value=hook.model_version_url(spec.name, mv.version))
+        self.log.info("registered %s version %s as @challenger", spec.name, mv.version)
+        return str(mv.version)
+
+
+class GateOperator(NightshiftOperator):
+    """Decide whether the challenger may become champion, and record why on MLflow.
+
+    A rejection is a decision: this task succeeds and the promotion task is skipped.
+    """
+
+    template_fields = ("model", "resolved", "trained", "evaluation", "version")
+
+    def __init__(
+        self,
+        *,
+        resolved: Any,
+        trained: Any,
+        evaluation: Any,
+        version: Any,
+        mlflow_conn_id: str = "mlflow_default",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.resolved = resolved
+        self.trained = trained
+        self.evaluation = evaluation
+        self.version = version
+        self.mlflow_conn_id = mlflow_conn_id
+
+    def run(self, context: Context, spec: ModelSpec) -> dict[str, Any]:
+        from include.nightshift.gate import decide
+        from include.nightshift.registry import Evaluation, record_decision
+        from nightshift_airflow.hooks import MlflowHook
+
+        ev = Evaluation(**self.evaluation)
+        decision = decide(
+            spec.gate,
+            ev.challenger,
+            ev.champion,
+            force_promote=self.resolved["force_promote"],
+            force_reason=self.resolved["force_reason"],
+        )
+        extra = {"nightshift.airflow_run_id": context["run_id"], "nightshift.model_version": str(self.version)}
+        if decision.forced:
+            extra["nightshift.force_reason"] = decision.force_reason
+        record_decision(
+            MlflowHook(self.mlflow_conn_id).get_conn(),
+            spec,
+            str(self.version),
+            self.trained["run_id"],
+            decision,
+            ev,
+            extra,
+        )
+        self.log.info("%s version %s: %s", spec.name, self.version, decision.summary())
+        return {
+            "passed": decision.passed,
+            "verdict": decision.verdict,
+            "summary": decision.summary(),
+            "version": str(self.version),
+            "champion_version": ev.champion_version,
+        }
+
+
+class PromoteChampionOperator(NightshiftOperator):
+    """Move ``@champion`` to the gated version; skipped (with the reason) when the gate rejected it.
+
+    Its outlet Asset event tells downstream DAGs that a new champion exists.
+    """
+
+    template_fields = ("model", "decision")
+    operator_extra_links = (MlflowModelVersionLink(),)
+
+    def __init__(self, *, decision: Any, mlflow_conn_id: str = "mlflow_default", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.decision = decision
+        self.mlflow_conn_id = mlflow_conn_id
+
+    def run(self, context: Context, spec: ModelSpec) -> dict[str, Any]:
+        from include.nightshift.registry import promote
+        from nightshift_airflow.hooks import MlflowHook
+
+        if not self.decision["passed"]:
+            raise AirflowSkipException(f"champion unchanged: {self.decision['summary']}")
+        hook = MlflowHook(self.mlflow_conn_id)
+        version = self.decision["version"]
+        tags = {
+            "nightshift.promoted_by": f"{context['dag'].dag_id}/{context['run_id']}",
+            "nightshift.promotion_reason": self.decision["summary"][:5000],
+        }
+        previous = promote(hook.get_conn(), spec, version, tags)
+        context["ti"].xcom_push(key=MlflowModelVersionLink.url_key, value=hook.model_version_url(spec.name, version))
+        return {"champion_version": version, "previous_champion": previous}

@@ -1,0 +1,16 @@
+"""The Nightshift Airflow plugin: registers our operator extra links with the UI."""
+
+from __future__ import annotations
+
+from airflow.plugins_manager import AirflowPlugin
+
+from nightshift_airflow.links import (
+    MlflowModelVersionLink,
+    MlflowRunLink,
+    ValidationResultLink,
+)
+
+
+class NightshiftPlugin(AirflowPlugin):
+    name = "nightshift"
+    operator_extra_links = [MlflowRunLink(), MlflowModelVersionLink(), ValidationResultLink()]

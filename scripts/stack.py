@@ -358,6 +358,7 @@ def airflow_env(stack: Stack, server_url: str) -> dict[str, str]:
             "NIGHTSHIFT_WAREHOUSE_DB": stack.db("warehouse"),
             "NIGHTSHIFT_MLFLOW_HOST": "127.0.0.1",
             "NIGHTSHIFT_MLFLOW_PORT": str(stack.mlflow_port),
+            "NIGHTSHIFT_MLFLOW_UI_URL": stack.mlflow_url,
             "NIGHTSHIFT_LANDING_ROOT": stack.landing_root,
             "NIGHTSHIFT_WORK_ROOT": stack.work_root,
             "MLFLOW_TRACKING_URI": stack.mlflow_url,
@@ -393,7 +394,8 @@ def start_mlflow(stack: Stack, server_url: str) -> None:
         "--workers",
         "1",
     ]
-    start_service(stack, "mlflow", cmd, base_env())
+    # The job runner is for MLflow's GenAI jobs; not needed here and ~240 MB of memory.
+    start_service(stack, "mlflow", cmd, {**base_env(), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
     wait_http(
         f"{stack.mlflow_url}/health",
         "MLflow server",
@@ -410,10 +412,8 @@ def airflow_cli(env: dict[str, str], *args: str, what: str) -> None:
         raise StackError(f"{what} failed (airflow {' '.join(args)}):\n{tail}")
 
 
-def start_airflow(stack: Stack, env: dict[str, str]) -> None:
-    running = [n for n in AIRFLOW_SERVICES if service_pid(stack, n)]
-    if "api-server" not in running and _port_open(stack.airflow_port):
-        raise StackError(f"port {stack.airflow_port} is taken by another program; set NIGHTSHIFT_AIRFLOW_PORT")
+def prepare_airflow(stack: Stack, env: dict[str, str]) -> None:
+    """Migrate the metadata DB, apply airflow_settings.yaml and write the login."""
     log.info("migrating the Airflow metadata database")
     airflow_cli(env, "db", "migrate", what="Airflow metadata migration")
     res = subprocess.run(
@@ -427,6 +427,13 @@ def start_airflow(stack: Stack, env: dict[str, str]) -> None:
         raise StackError(f"applying airflow_settings.yaml failed:\n{res.stderr.strip()[-2000:]}")
     log.info("%s", res.stdout.strip())
     write_passwords(stack)
+
+
+def start_airflow(stack: Stack, env: dict[str, str]) -> None:
+    running = [n for n in AIRFLOW_SERVICES if service_pid(stack, n)]
+    if "api-server" not in running and _port_open(stack.airflow_port):
+        raise StackError(f"port {stack.airflow_port} is taken by another program; set NIGHTSHIFT_AIRFLOW_PORT")
+    prepare_airflow(stack, env)
     for name in AIRFLOW_SERVICES:
         start_service(stack, name, [str(VENV_BIN / "airflow"), name], env)
     wait_http(
@@ -562,10 +569,10 @@ def ensure_sample_data(stack: Stack, today: date, days: int = 42) -> None:
     """Write the sample data set for the `days` ending today, unless today's partition is there."""
     sys.path[:0] = [str(ROOT), str(ROOT / "plugins")]
     from include.nightshift.sample import SampleOptions, generate
-    from include.nightshift.spec import MODELS_DIR, load_spec
+    from include.nightshift.spec import load_model
     from include.nightshift.storage import Storage
 
-    spec = load_spec(MODELS_DIR / f"{stack.model}.yaml")
+    spec = load_model(stack.model)
     if Storage().exists(spec.landing.features(stack.landing_root, today.isoformat())):
         return
     counts = generate(

@@ -85,14 +85,28 @@ def partition_uris(spec: ModelSpec, root: str, days: list[date], kind: str) -> d
     return {d: uri(root, d.isoformat()) for d in days}
 
 
+def date_ranges(days: list[date]) -> str:
+    """``[d1, d2, d3, d7]`` -> ``"d1..d3, d7"``."""
+    days = sorted(days)
+    parts: list[str] = []
+    start = prev = days[0] if days else None
+    for d in [*days[1:], None]:
+        if d is not None and prev is not None and d - prev == timedelta(days=1):
+            prev = d
+            continue
+        parts.append(f"{start}" if start == prev else f"{start}..{prev}")
+        start = prev = d
+    return ", ".join(parts)
+
+
 def require_partitions(storage: Storage, uris: dict[date, str], kind: str) -> None:
-    """Raise ``MissingPartitionError`` listing every partition that is not there."""
-    missing = [u for u in uris.values() if not storage.exists(u)]
+    """Raise ``MissingPartitionError`` naming every missing date and an example URI."""
+    missing = sorted(d for d, u in uris.items() if not storage.exists(u))
     if missing:
-        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         raise MissingPartitionError(
-            f"{len(missing)} of {len(uris)} {kind} partitions are missing: {shown}. "
-            f"Check the landing job for those dates, or trigger with an earlier 'window_end'."
+            f"{len(missing)} of {len(uris)} {kind} partitions are missing, dates {date_ranges(missing)} "
+            f"(e.g. {uris[missing[0]]}). Check the landing job for those dates, or trigger with an earlier "
+            f"'window_end'."
         )
 
 

@@ -98,6 +98,11 @@ def train_and_log(
             }
         )
         mlflow.log_metrics(metrics)
+        mlflow.log_input(
+            mlflow.data.from_pandas(ts.train, name=f"{spec.name}_training_set", targets=spec.target.name),
+            context="training",
+            tags={"window": f"{window.start}..{window.end}", "content_hash": ts.content_hash},
+        )
         mlflow.log_dict(window.as_dict(), "data/window.json")
         for name, payload in (artifacts or {}).items():
             mlflow.log_dict(payload, f"validation/{name}.json")
@@ -114,6 +119,8 @@ def train_and_log(
             pyfunc_predict_fn="predict_proba",
             serialization_format="skops",
             skops_trusted_types=list(SKOPS_TRUSTED_TYPES),
+            # Stated, not inferred: inference re-imports the model in a subprocess (~6 s a run).
+            pip_requirements=model_requirements(),
         )
     log.info(
         "trained %s (%s) in MLflow run %s: holdout roc_auc %.4f",
@@ -123,6 +130,13 @@ def train_and_log(
         metrics["holdout_roc_auc"],
     )
     return TrainResult(run.info.run_id, info.model_uri, info.model_id, experiment.experiment_id, metrics)
+
+
+def model_requirements() -> list[str]:
+    """Pinned requirements of the logged pipeline, from the versions installed here."""
+    from importlib.metadata import version
+
+    return [f"{pkg}=={version(pkg)}" for pkg in ("scikit-learn", "skops", "pandas", "numpy", "scipy")]
 
 
 def _log_frame(df: pd.DataFrame, artifact_file: str) -> None:

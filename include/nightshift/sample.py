@@ -196,7 +196,7 @@ def generate(spec: ModelSpec, root: str, opts: SampleOptions, storage: Storage |
 
 
 def main(argv: list[str] | None = None) -> int:
-    from include.nightshift.spec import MODELS_DIR, load_spec
+    from include.nightshift.spec import load_model
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="churn", help="spec name under include/models/")
@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bad-kind", choices=BAD_KINDS, default="out_of_range")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    spec = load_spec(MODELS_DIR / f"{args.model}.yaml")
+    spec = load_model(args.model)
     opts = SampleOptions(
         start=args.end - timedelta(days=args.days - 1),
         end=args.end,

@@ -6,6 +6,7 @@ training code all read it. Every error names the file, the key, the observed val
 
 from __future__ import annotations
 
+import os
 import re
 from datetime import timedelta
 from pathlib import Path
@@ -259,4 +260,15 @@ def load_specs(directory: str | Path) -> list[ModelSpec]:
     return [load_spec(p) for p in sorted(Path(directory).glob("*.yaml"))]
 
 
-MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+DEFAULT_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+
+
+def models_dir() -> Path:
+    """Where the specs are: ``NIGHTSHIFT_MODELS_DIR`` if set, else ``include/models``."""
+    return Path(os.environ.get("NIGHTSHIFT_MODELS_DIR") or DEFAULT_MODELS_DIR)
+
+
+def load_model(name: str) -> ModelSpec:
+    """Load the spec of model ``name`` from :func:`models_dir`."""
+    check_safe_name(name, "model name")
+    return load_spec(models_dir() / f"{name}.yaml")

@@ -14,7 +14,7 @@ from airflow.sdk import DAG, Asset, Param
 from airflow.timetables.trigger import CronTriggerTimetable
 
 from include.nightshift.errors import SpecError
-from include.nightshift.spec import ALGORITHMS, MODELS_DIR, ModelSpec, load_spec
+from include.nightshift.spec import ALGORITHMS, ModelSpec, load_spec, models_dir
 from nightshift_airflow.notifiers import FailureAlert
 from nightshift_airflow.operators.training import (
     BuildTrainingSetOperator,
@@ -220,9 +220,9 @@ def invalid_spec_dag(path: Path, error: SpecError) -> DAG:
     return dag
 
 
-def build_all(models_dir: Path = MODELS_DIR) -> Iterator[DAG]:
-    """Every model's DAGs, one spec file at a time."""
-    for path in sorted(models_dir.glob("*.yaml")):
+def build_all(directory: Path | None = None) -> Iterator[DAG]:
+    """Every model's DAGs, one spec file at a time (from ``NIGHTSHIFT_MODELS_DIR`` or include/models)."""
+    for path in sorted((directory or models_dir()).glob("*.yaml")):
         try:
             spec = load_spec(path)
         except SpecError as exc:

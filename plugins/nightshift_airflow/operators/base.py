@@ -54,9 +54,9 @@ class NightshiftOperator(BaseOperator):
         self.model = model
 
     def load_spec(self) -> ModelSpec:
-        from include.nightshift.spec import MODELS_DIR, load_spec
+        from include.nightshift.spec import load_model
 
-        return load_spec(MODELS_DIR / f"{self.model}.yaml")
+        return load_model(self.model)
 
     def execute(self, context: Context) -> Any:
         with final_on_bad_input():

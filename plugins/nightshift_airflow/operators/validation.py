@@ -70,9 +70,9 @@ class ValidateDataOperator(GXValidateBatchOperator):
         self.aws_conn_id = aws_conn_id
 
     def _spec(self) -> ModelSpec:
-        from include.nightshift.spec import MODELS_DIR, load_spec
+        from include.nightshift.spec import load_model
 
-        return load_spec(MODELS_DIR / f"{self.model}.yaml")
+        return load_model(self.model)
 
     def _suite(self, gx_context: AbstractDataContext) -> Any:
         from include.nightshift.validation import build_suite

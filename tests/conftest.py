@@ -1,0 +1,112 @@
+"""Shared fixtures.
+
+The whole session talks to one test platform: the machine's PostgreSQL (or a project-local one when
+none answers, exactly as `make run` does) with databases ``nstest_*``, a real MLflow server on a free
+port, and an Airflow metadata DB. Its Airflow settings are put in the environment in
+``pytest_configure``, before anything imports Airflow.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from datetime import date, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TEST_HOME = ROOT / ".local-test"
+# The fixed "today" of the test data set: runs are for this date, so results do not depend on the clock.
+DATA_END = date(2026, 11, 20)
+DATA_DAYS = 42
+
+if TYPE_CHECKING:
+    from scripts.stack import Stack
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _test_stack() -> Stack:
+    from scripts.stack import Stack
+
+    return Stack(home=TEST_HOME, db_prefix="nstest", airflow_port=free_port(), mlflow_port=free_port())
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    sys.path[:0] = [str(ROOT), str(ROOT / "plugins")]
+    from scripts.stack import airflow_env
+
+    stack = _test_stack()
+    server = stack.db_url.rstrip("/") if stack.db_url else f"postgresql://postgres@127.0.0.1:{stack.pg_port}"
+    env = airflow_env(stack, server)
+    env["NIGHTSHIFT_LANDING_ROOT"] = env["AIRFLOW_VAR_NIGHTSHIFT_LANDING_ROOT"] = stack.landing_root
+    env["NIGHTSHIFT_WORK_ROOT"] = env["AIRFLOW_VAR_NIGHTSHIFT_WORK_ROOT"] = stack.work_root
+    os.environ.update({k: v for k, v in env.items() if k not in ("PATH",)})
+    config.nightshift_stack = stack  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="session")
+def stack(pytestconfig: pytest.Config) -> Stack:
+    return pytestconfig.nightshift_stack  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="session")
+def spec():
+    from include.nightshift.spec import load_model
+
+    return load_model("churn")
+
+
+def _reset_databases(server: str, names: list[str]) -> None:
+    import psycopg2
+    from psycopg2 import sql
+
+    conn = psycopg2.connect(f"{server}/postgres")
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        for name in names:
+            cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+            cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    conn.close()
+
+
+@pytest.fixture(scope="session")
+def platform(stack: Stack):
+    """Fresh test databases, a running MLflow server, a migrated Airflow DB with our settings."""
+    import shutil
+
+    from scripts import stack as st
+
+    st.down(stack)  # leftovers of an interrupted session
+    server = st.ensure_postgres(stack)
+    _reset_databases(server, [stack.db("airflow"), stack.db("mlflow"), stack.db("warehouse")])
+    for sub in ("data", "mlflow-artifacts", "airflow", "logs"):
+        shutil.rmtree(stack.home / sub, ignore_errors=True)
+    st.start_mlflow(stack, server)
+    st.prepare_airflow(stack, st.airflow_env(stack, server))
+    yield stack
+    st.down(stack)
+
+
+@pytest.fixture(scope="session")
+def landing(platform: Stack, spec) -> str:
+    """The clean sample data set for DATA_END, in the platform's landing root."""
+    from include.nightshift.sample import SampleOptions, generate
+
+    generate(spec, platform.landing_root, SampleOptions(start=DATA_END - timedelta(days=DATA_DAYS - 1), end=DATA_END))
+    return platform.landing_root
+
+
+@pytest.fixture(scope="session")
+def mlflow_client(platform: Stack):
+    from mlflow import MlflowClient
+
+    return MlflowClient(platform.mlflow_url)

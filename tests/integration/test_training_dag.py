@@ -81,7 +81,9 @@ def test_second_run_is_gated_against_the_champion(landing, spec, mlflow_client):
 @pytest.mark.parametrize(
     ("kind", "expected"),
     [
-        pytest.param("out_of_range", ["churn_raw_features", "tenure_months", "-5", "date=2026-11-01"], id="out-of-range"),
+        pytest.param(
+            "out_of_range", ["churn_raw_features", "tenure_months", "-5", "date=2026-11-01"], id="out-of-range"
+        ),
         pytest.param("missing_column", ["column 'monthly_charges' is missing", "date=2026-11-01"], id="missing-column"),
         pytest.param("wrong_dtype", ["column 'tenure_months' has type string", "the spec needs int"], id="wrong-dtype"),
     ],
@@ -93,8 +95,11 @@ def test_bad_raw_data_fails_at_raw_validation(kind, expected, platform, spec, ml
     from nightshift_airflow.factory import training_dag
 
     root = (tmp_path / "landing").as_uri()
-    generate(spec, root, SampleOptions(start=DATA_END - timedelta(days=41), end=DATA_END,
-                                       bad_dates=(date(2026, 11, 1),), bad_kind=kind))
+    generate(
+        spec,
+        root,
+        SampleOptions(start=DATA_END - timedelta(days=41), end=DATA_END, bad_dates=(date(2026, 11, 1),), bad_kind=kind),
+    )
     monkeypatch.setenv("AIRFLOW_VAR_NIGHTSHIFT_LANDING_ROOT", root)
     champion_before = _champion(mlflow_client, "churn")
     versions_before = _versions(mlflow_client, "churn")

@@ -1,0 +1,121 @@
+"""End to end: `scripts/stack.py run` (what `make run` calls) twice, on a real scheduler and API server.
+
+The stack gets its own home, ports and databases, so it never touches a developer's `.local` stack.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+
+import pytest
+
+from tests.conftest import ROOT, _reset_databases, free_port
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def e2e_env():
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "NIGHTSHIFT_", "MLFLOW_"))}
+    env.update(
+        {
+            "NIGHTSHIFT_HOME": str(ROOT / ".local-e2e"),
+            "NIGHTSHIFT_DB_PREFIX": "nse2e",
+            "NIGHTSHIFT_AIRFLOW_PORT": str(free_port()),
+            "NIGHTSHIFT_MLFLOW_PORT": str(free_port()),
+        }
+    )
+    for key in ("NIGHTSHIFT_DB_URL", "NIGHTSHIFT_PG_PORT"):
+        if key in os.environ:
+            env[key] = os.environ[key]
+    stack = [sys.executable, str(ROOT / "scripts" / "stack.py")]
+    subprocess.run([*stack, "down"], env=env, cwd=ROOT, check=False, capture_output=True)
+    import shutil
+
+    shutil.rmtree(ROOT / ".local-e2e", ignore_errors=True)
+    server = (
+        os.environ.get("NIGHTSHIFT_DB_URL")
+        or f"postgresql://postgres@127.0.0.1:{os.environ.get('NIGHTSHIFT_PG_PORT', '5432')}"
+    )
+    _reset_databases(server.rstrip("/"), ["nse2e_airflow", "nse2e_mlflow", "nse2e_warehouse"])
+    yield env
+    subprocess.run([*stack, "down"], env=env, cwd=ROOT, check=False, capture_output=True)
+
+
+def _stack(env, command: str, timeout: int = 900) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "stack.py"), command],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def _summary_line(out: str, label: str) -> str:
+    return next(line for line in out.splitlines() if line.strip().startswith(label))
+
+
+def test_make_run_twice_trains_promotes_then_gates_against_the_champion(e2e_env):
+    first = _stack(e2e_env, "run")
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert "triggered churn_training run" in first.stderr  # over the REST API
+    assert _summary_line(first.stdout, "state").split()[-1] == "success"
+    assert _summary_line(first.stdout, "@champion").split()[-1] == "v1"
+    assert "no champion yet" in _summary_line(first.stdout, "gate")
+
+    second = _stack(e2e_env, "run")
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert "already running" in second.stderr
+    assert "churn v2" in _summary_line(second.stdout, "model version")
+    gate = _summary_line(second.stdout, "gate")
+    assert "vs champion" in gate
+    champion = _summary_line(second.stdout, "@champion").split()[-1]
+    assert champion == ("v2" if "gate passed" in gate else "v1")
+
+
+def test_the_api_and_ui_need_a_login(e2e_env):
+    base = f"http://127.0.0.1:{e2e_env['NIGHTSHIFT_AIRFLOW_PORT']}"
+    with pytest.raises(urllib.error.HTTPError) as anonymous:
+        urllib.request.urlopen(f"{base}/api/v2/dags", timeout=10)
+    assert anonymous.value.code in (401, 403)
+
+    bad = urllib.request.Request(
+        f"{base}/auth/token",
+        method="POST",
+        headers={"Content-Type": "application/json"},
+        data=json.dumps({"username": "admin", "password": "wrong"}).encode(),
+    )
+    with pytest.raises(urllib.error.HTTPError) as wrong:
+        urllib.request.urlopen(bad, timeout=10)
+    assert wrong.value.code == 401
+
+    secrets = json.loads((ROOT / ".local-e2e" / "secrets.json").read_text())
+    good = urllib.request.Request(
+        f"{base}/auth/token",
+        method="POST",
+        headers={"Content-Type": "application/json"},
+        data=json.dumps({"username": "admin", "password": secrets["admin_password"]}).encode(),
+    )
+    with urllib.request.urlopen(good, timeout=10) as r:
+        token = json.loads(r.read())["access_token"]
+    authed = urllib.request.Request(f"{base}/api/v2/dags", headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(authed, timeout=10) as r:
+        assert "churn_training" in {d["dag_id"] for d in json.loads(r.read())["dags"]}
+    assert (ROOT / ".local-e2e" / "secrets.json").stat().st_mode & 0o077 == 0, "secrets must be private"
+
+
+def test_down_stops_everything(e2e_env):
+    down = _stack(e2e_env, "down")
+    assert down.returncode == 0, down.stderr
+    status = _stack(e2e_env, "status")
+    assert "running" not in status.stdout, status.stdout
+    for port in (e2e_env["NIGHTSHIFT_AIRFLOW_PORT"], e2e_env["NIGHTSHIFT_MLFLOW_PORT"]):
+        with pytest.raises(urllib.error.URLError):
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=3)

@@ -194,12 +194,15 @@ def build_suite(spec: ModelSpec, stage: Stage, gx_dir: Path = GX_DIR) -> gx.Expe
     import great_expectations as gx
 
     min_rows = spec.training.min_training_rows if stage == "training_set" else 1
-    configs = derived_expectations(spec, stage, min_rows) + handwritten_expectations(spec, stage, gx_dir)
+    sources = [
+        ("spec", derived_expectations(spec, stage, min_rows)),
+        ("hand-written", handwritten_expectations(spec, stage, gx_dir)),
+    ]
     expectations = []
-    for c in configs:
-        meta = dict(c.get("meta") or {})
-        meta.setdefault("source", "hand-written" if c in configs[len(configs) - len(configs) :] else "spec")
-        expectations.append(ExpectationConfiguration(type=c["type"], kwargs=c["kwargs"], meta=meta).to_domain_obj())
+    for source, configs in sources:
+        for c in configs:
+            meta = {"source": source, **(c.get("meta") or {})}
+            expectations.append(ExpectationConfiguration(type=c["type"], kwargs=c["kwargs"], meta=meta).to_domain_obj())
     return gx.ExpectationSuite(
         name=suite_name(spec, stage), expectations=expectations, meta={"model": spec.name, "stage": stage}
     )

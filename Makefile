@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt constraints.txt | sha1sum | cut -c1-12)
 
-.PHONY: help venv run up down logs status env test test-fast lint format bench lock clean
+.PHONY: help venv run up down logs status env test test-fast lint format lock clean
 
 help:
 	@echo "make run     bring up Postgres, MLflow and Airflow; run the training DAG end to end"
@@ -53,9 +53,6 @@ test: venv lint
 
 test-fast: venv
 	$(PY) -m pytest -m "not e2e"
-
-bench: venv
-	$(PY) bench/training.py
 
 lock: venv
 	{ echo "# Full lock of the environment requirements.txt resolves to (pip freeze). Regenerate: make lock"; \

@@ -88,6 +88,8 @@ def partition_uris(spec: ModelSpec, root: str, days: list[date], kind: str) -> d
 def date_ranges(days: list[date]) -> str:
     """``[d1, d2, d3, d7]`` -> ``"d1..d3, d7"``."""
     days = sorted(days)
+    if not days:
+        return ""
     parts: list[str] = []
     start = prev = days[0] if days else None
     for d in [*days[1:], None]:
@@ -149,6 +151,14 @@ def build_training_set(spec: ModelSpec, features: pd.DataFrame, labels: pd.DataF
 
     key = [spec.entity_key, DATE_COLUMN]
     cols = [spec.entity_key, DATE_COLUMN, *spec.feature_names]
+    for name, frame in (("features", features), ("labels", labels)):
+        dupes = frame.duplicated(subset=key, keep=False)
+        if dupes.any():
+            example = frame.loc[dupes, key].head(3).astype(str).to_dict("records")
+            raise DataValidationError(
+                f"{name} of {spec.name} have {int(dupes.sum())} rows sharing ({', '.join(key)}); "
+                f"one row per entity and day is required, e.g. {example}"
+            )
     joined = features[cols].merge(labels[[*key, spec.target.name]], on=key, how="left", validate="one_to_one")
     unlabelled = int(joined[spec.target.name].isna().sum())
     joined = joined.dropna(subset=[spec.target.name])

@@ -270,5 +270,8 @@ def models_dir() -> Path:
 
 def load_model(name: str) -> ModelSpec:
     """Load the spec of model ``name`` from :func:`models_dir`."""
-    check_safe_name(name, "model name")
+    try:
+        check_safe_name(name, "model name")
+    except ValueError as exc:
+        raise SpecError(str(exc)) from None
     return load_spec(models_dir() / f"{name}.yaml")

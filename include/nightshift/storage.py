@@ -11,7 +11,7 @@ import os
 import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -35,9 +35,9 @@ class Storage:
 
         parsed = urlparse(uri)
         if parsed.scheme == "file":
-            return pafs.LocalFileSystem(), parsed.path
+            return pafs.LocalFileSystem(), unquote(parsed.path)
         if parsed.scheme == "s3":
-            return pafs.S3FileSystem(**self.s3_options), f"{parsed.netloc}{parsed.path}"
+            return pafs.S3FileSystem(**self.s3_options), f"{parsed.netloc}{unquote(parsed.path)}"
         raise ValueError(f"unsupported URI {uri!r}: only file:// and s3:// are supported")
 
     def exists(self, uri: str) -> bool:

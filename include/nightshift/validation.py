@@ -15,7 +15,6 @@ show up as nulls or mixed types.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -26,10 +25,10 @@ from include.nightshift.errors import DataValidationError
 if TYPE_CHECKING:
     from datetime import date
 
+    import great_expectations as gx
     import pandas as pd
     import pyarrow as pa
 
-    import great_expectations as gx
     from include.nightshift.spec import ModelSpec
     from include.nightshift.storage import Storage
 
@@ -176,22 +175,36 @@ def derived_expectations(spec: ModelSpec, stage: str, min_rows: int = 1) -> list
 
 
 def handwritten_expectations(spec: ModelSpec, stage: str, gx_dir: Path = GX_DIR) -> list[dict[str, Any]]:
-    path = gx_dir / "expectations" / f"{suite_name(spec, stage)}.json"
-    if not path.exists():
-        return []
+    """The expectations of suite ``<model>_<stage>`` in the GX file context at ``gx_dir`` (none if absent).
+
+    Read through GX's own expectations store, so the files are exactly what GX itself loads and saves.
+    """
+    import great_expectations as gx
+    from great_expectations.exceptions import DataContextError
+
     try:
-        return list(json.loads(path.read_text()).get("expectations", []))
-    except (OSError, ValueError) as exc:
-        raise DataValidationError(f"{path}: cannot read hand-written GX suite: {exc}") from exc
+        context = gx.get_context(mode="file", context_root_dir=str(gx_dir))
+        suite = context.suites.get(suite_name(spec, stage))
+    except DataContextError as exc:
+        if "was not found" in str(exc):
+            return []
+        raise DataValidationError(f"{gx_dir}: cannot read GX suite {suite_name(spec, stage)}: {exc}") from exc
+    except (ValueError, KeyError, TypeError) as exc:  # malformed suite JSON: bad config, not a retry
+        raise DataValidationError(
+            f"{gx_dir}/expectations/{suite_name(spec, stage)}.json: cannot read GX suite: {exc}"
+        ) from exc
+    return [
+        {"type": e.expectation_type, "kwargs": e.configuration.kwargs, "meta": dict(e.meta or {})}
+        for e in suite.expectations
+    ]
 
 
 def build_suite(spec: ModelSpec, stage: Stage, gx_dir: Path = GX_DIR) -> gx.ExpectationSuite:
     """The stage's suite: spec-derived expectations, then the hand-written ones."""
+    import great_expectations as gx
     from great_expectations.expectations.expectation_configuration import (
         ExpectationConfiguration,
     )
-
-    import great_expectations as gx
 
     min_rows = spec.training.min_training_rows if stage == "training_set" else 1
     sources = [
@@ -216,6 +229,13 @@ def result_format() -> dict[str, Any]:
 # --- failures, for people ---------------------------------------------------------------------
 
 
+def _plain(value: Any) -> Any:
+    """numpy scalars as plain Python values, so messages read ``450.0`` and not ``np.float64(450.0)``."""
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value.item() if hasattr(value, "item") and not isinstance(value, str | bytes) else value
+
+
 def _describe_kwargs(kwargs: dict[str, Any]) -> str:
     shown = {k: v for k, v in kwargs.items() if k not in ("batch_id", "result_format") and v is not None}
     return ", ".join(f"{k}={v}" for k, v in shown.items())
@@ -234,7 +254,7 @@ def describe_failures(result: dict[str, Any], limit: int = 12) -> list[str]:
         r = e.get("result") or {}
         rule = f"{e['expectation_type']}({_describe_kwargs(e.get('kwargs', {}))})"
         if "unexpected_count" in r:
-            examples = [c["value"] for c in r.get("partial_unexpected_counts", [])][:5]
+            examples = [_plain(c["value"]) for c in r.get("partial_unexpected_counts", [])][:5]
             files = sorted(
                 {
                     row.get(SOURCE_COLUMN)
@@ -249,7 +269,7 @@ def describe_failures(result: dict[str, Any], limit: int = 12) -> list[str]:
             if files:
                 observed += f", in {', '.join(files[:3])}"
         elif "observed_value" in r:
-            observed = f"observed {r['observed_value']!r}"
+            observed = f"observed {_plain(r['observed_value'])!r}"
         else:
             observed = "column not found" if "column" in e.get("kwargs", {}) else "could not be evaluated"
         lines.append(f"{rule}: {observed}")

@@ -345,8 +345,9 @@ def airflow_env(stack: Stack, server_url: str) -> dict[str, str]:
             "AIRFLOW__API__SECRET_KEY": s["api_secret_key"],
             "AIRFLOW__API__EXPOSE_CONFIG": "False",
             "AIRFLOW__API_AUTH__JWT_SECRET": s["jwt_secret"],
-            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(stack.airflow_port + 713),
-            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(stack.airflow_port + 714),
+            # next to the API port, so that two stacks on one machine do not collide
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(_side_port(stack.airflow_port, 713)),
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(_side_port(stack.airflow_port, 714)),
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
             "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
             "AIRFLOW__USAGE_DATA_COLLECTION__ENABLED": "False",
@@ -365,6 +366,10 @@ def airflow_env(stack: Stack, server_url: str) -> dict[str, str]:
         }
     )
     return env
+
+
+def _side_port(port: int, offset: int) -> int:
+    return port + offset if port + offset <= 65535 else port - offset
 
 
 def write_passwords(stack: Stack) -> None:

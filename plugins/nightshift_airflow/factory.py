@@ -42,6 +42,7 @@ def cron(expression: str | None) -> CronTriggerTimetable | None:
 
 
 LANDING_ROOT = "{{ var.value.nightshift_landing_root }}"
+TRAINING_POOL = "nightshift_training"  # declared in airflow_settings.yaml
 WORK_ROOT = "{{ var.value.nightshift_work_root }}"
 
 
@@ -172,6 +173,7 @@ def training_dag(spec: ModelSpec) -> DAG:
         )
         train = TrainModelOperator(
             task_id="train",
+            pool=TRAINING_POOL,
             model=m,
             resolved=resolve.output,
             training_set=build.output,
@@ -182,7 +184,7 @@ def training_dag(spec: ModelSpec) -> DAG:
             },
         )
         evaluate = EvaluateChallengerOperator(
-            task_id="evaluate", model=m, trained=train.output, training_set=build.output
+            task_id="evaluate", pool=TRAINING_POOL, model=m, trained=train.output, training_set=build.output
         )
         register = RegisterModelOperator(task_id="register", model=m, trained=train.output, training_set=build.output)
         gate = GateOperator(

@@ -115,3 +115,14 @@ def test_an_invalid_spec_is_shown_as_a_failing_dag_and_spares_the_others(tmp_pat
     assert "churn_training" in dags
     broken = dags["broken_invalid_spec"]
     assert "broken.yaml" in broken.doc_md and "Broken-Model" in broken.doc_md
+
+
+def test_every_pool_a_task_uses_is_declared_in_airflow_settings(dagbag):
+    import yaml
+
+    declared = {
+        p["pool_name"] for p in yaml.safe_load((ROOT / "airflow_settings.yaml").read_text())["airflow"]["pools"]
+    }
+    used = {t.pool for d in dagbag.dags.values() for t in d.tasks} - {"default_pool"}
+    assert used, "the CPU-heavy training tasks should run in a pool"
+    assert used <= declared, f"pools used but not declared: {used - declared}"

@@ -200,7 +200,8 @@ def ensure_postgres(stack: Stack) -> str:
     return start_local_postgres(stack)
 
 
-def ensure_databases(server_url: str, names: list[str]) -> None:
+def ensure_databases(server_url: str, names: list[str], reset: bool = False) -> None:
+    """Create the databases that do not exist; with ``reset``, drop and recreate them (tests)."""
     import psycopg2
     from psycopg2 import sql
 
@@ -208,6 +209,9 @@ def ensure_databases(server_url: str, names: list[str]) -> None:
     conn.autocommit = True
     with conn.cursor() as cur:
         for name in names:
+            if reset:
+                cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+                cur.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
             cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
             if cur.fetchone() is None:
                 cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))

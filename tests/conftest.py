@@ -64,20 +64,6 @@ def spec():
     return load_model("churn")
 
 
-def _reset_databases(server: str, names: list[str]) -> None:
-    import psycopg2
-    from psycopg2 import sql
-
-    conn = psycopg2.connect(f"{server}/postgres")
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        for name in names:
-            cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
-            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
-            cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    conn.close()
-
-
 @pytest.fixture(scope="session")
 def platform(stack: Stack):
     """Fresh test databases, a running MLflow server, a migrated Airflow DB with our settings."""
@@ -87,7 +73,7 @@ def platform(stack: Stack):
 
     st.down(stack)  # leftovers of an interrupted session
     server = st.ensure_postgres(stack)
-    _reset_databases(server, [stack.db("airflow"), stack.db("mlflow"), stack.db("warehouse")])
+    st.ensure_databases(server, [stack.db("airflow"), stack.db("mlflow"), stack.db("warehouse")], reset=True)
     for sub in ("data", "mlflow-artifacts", "airflow", "logs"):
         shutil.rmtree(stack.home / sub, ignore_errors=True)
     st.start_mlflow(stack, server)

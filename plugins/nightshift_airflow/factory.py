@@ -141,22 +141,17 @@ def training_dag(spec: ModelSpec) -> DAG:
     ) as dag:
         m = spec.name
         resolve = ResolveTrainingRunOperator(task_id="resolve_run", model=m)
-        raw_features = ValidateDataOperator(
-            task_id="validate_raw_features",
-            model=m,
-            stage="raw_features",
-            resolved=resolve.output,
-            landing_root=LANDING_ROOT,
-            work_root=WORK_ROOT,
-        )
-        raw_labels = ValidateDataOperator(
-            task_id="validate_raw_labels",
-            model=m,
-            stage="raw_labels",
-            resolved=resolve.output,
-            landing_root=LANDING_ROOT,
-            work_root=WORK_ROOT,
-        )
+        raw = {
+            stage: ValidateDataOperator(
+                task_id=f"validate_{stage}",
+                model=m,
+                stage=stage,
+                resolved=resolve.output,
+                landing_root=LANDING_ROOT,
+                work_root=WORK_ROOT,
+            )
+            for stage in ("raw_features", "raw_labels")
+        }
         build = BuildTrainingSetOperator(
             task_id="build_training_set",
             model=m,
@@ -178,8 +173,7 @@ def training_dag(spec: ModelSpec) -> DAG:
             resolved=resolve.output,
             training_set=build.output,
             validations={
-                "raw_features": raw_features.output["summary"],
-                "raw_labels": raw_labels.output["summary"],
+                **{stage: op.output["summary"] for stage, op in raw.items()},
                 "training_set": checked.output["summary"],
             },
         )
@@ -196,7 +190,7 @@ def training_dag(spec: ModelSpec) -> DAG:
             version=register.output,
         )
         promote = PromoteChampionOperator(task_id="promote", model=m, decision=gate.output, outlets=[champion_asset(m)])
-        resolve >> [raw_features, raw_labels] >> build >> checked >> train
+        resolve >> list(raw.values()) >> build >> checked >> train
         train >> evaluate >> register >> gate >> promote
     return dag
 

@@ -10,11 +10,13 @@ import os
 import subprocess
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import pytest
 
-from tests.conftest import ROOT, _reset_databases, free_port
+from scripts.stack import ensure_databases
+from tests.conftest import ROOT, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -42,7 +44,7 @@ def e2e_env():
         os.environ.get("NIGHTSHIFT_DB_URL")
         or f"postgresql://postgres@127.0.0.1:{os.environ.get('NIGHTSHIFT_PG_PORT', '5432')}"
     )
-    _reset_databases(server.rstrip("/"), ["nse2e_airflow", "nse2e_mlflow", "nse2e_warehouse"])
+    ensure_databases(server.rstrip("/"), ["nse2e_airflow", "nse2e_mlflow", "nse2e_warehouse"], reset=True)
     yield env
     subprocess.run([*stack, "down"], env=env, cwd=ROOT, check=False, capture_output=True)
 
@@ -105,9 +107,22 @@ def test_the_api_and_ui_need_a_login(e2e_env):
     )
     with urllib.request.urlopen(good, timeout=10) as r:
         token = json.loads(r.read())["access_token"]
-    authed = urllib.request.Request(f"{base}/api/v2/dags", headers={"Authorization": f"Bearer {token}"})
-    with urllib.request.urlopen(authed, timeout=10) as r:
-        assert "churn_training" in {d["dag_id"] for d in json.loads(r.read())["dags"]}
+
+    def get(path: str):
+        req = urllib.request.Request(f"{base}{path}", headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return json.loads(r.read())
+
+    assert "churn_training" in {d["dag_id"] for d in get("/api/v2/dags")["dags"]}
+
+    # The task's extra links in the UI open the MLflow run and the registered version.
+    runs = get("/api/v2/dags/churn_training/dagRuns?state=success&order_by=-run_after")["dag_runs"]
+    run_id = urllib.parse.quote(runs[0]["dag_run_id"], safe="")
+    train_links = get(f"/api/v2/dags/churn_training/dagRuns/{run_id}/taskInstances/train/links")["extra_links"]
+    mlflow = f"http://127.0.0.1:{e2e_env['NIGHTSHIFT_MLFLOW_PORT']}"
+    assert train_links["MLflow run"].startswith(f"{mlflow}/#/experiments/")
+    register_links = get(f"/api/v2/dags/churn_training/dagRuns/{run_id}/taskInstances/register/links")["extra_links"]
+    assert register_links["MLflow model version"].startswith(f"{mlflow}/#/models/churn/versions/")
     assert (ROOT / ".local-e2e" / "secrets.json").stat().st_mode & 0o077 == 0, "secrets must be private"
 
 

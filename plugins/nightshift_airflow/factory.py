@@ -119,9 +119,10 @@ def training_dag(spec: ModelSpec) -> DAG:
             title="Force promotion",
             description="Promote even if the gate rejects the model. Needs a reason.",
         ),
+        # Nullable: the trigger form treats an empty non-nullable field as missing and disables "Trigger".
         "force_reason": Param(
-            "",
-            type="string",
+            None,
+            type=["null", "string"],
             title="Reason for forcing",
             description="Required with 'Force promotion'; recorded on the model version.",
         ),

@@ -205,7 +205,8 @@ def evaluate_against_champion(
     champion_mv = get_alias(client, spec.name, CHAMPION)
     champion = None
     if champion_mv is not None:
-        champion = evaluate(y, predict_scores(f"models:/{spec.name}@{CHAMPION}", spec, holdout), threshold)
+        # Pinned to the version just read: the comparison and its record name the same model.
+        champion = evaluate(y, predict_scores(f"models:/{spec.name}/{champion_mv.version}", spec, holdout), threshold)
     for k, v in challenger.items():
         client.log_metric(run_id, f"gate_challenger_{k}", v)
     for k, v in (champion or {}).items():

@@ -6,6 +6,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook
+from airflow.sdk.exceptions import AirflowNotFoundException
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -75,7 +76,7 @@ def storage_from_connection(aws_conn_id: str | None) -> Storage:
         return Storage()
     try:
         conn = BaseHook.get_connection(aws_conn_id)
-    except Exception:  # no such connection: fall back to the default AWS credential chain
+    except AirflowNotFoundException:  # no such connection: the default AWS credential chain
         return Storage()
     extra = conn.extra_dejson
     options: dict[str, Any] = {}

@@ -556,9 +556,27 @@ class AirflowApi:
             time.sleep(3)
         raise StackError(f"{dag_id} run {run_id} did not finish within {timeout:.0f}s")
 
-    def task_states(self, dag_id: str, run_id: str) -> dict[str, str | None]:
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
         res = self.call("GET", f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id, safe='')}/taskInstances")
-        return {ti["task_id"]: ti["state"] for ti in res["task_instances"]}
+        return res["task_instances"]
+
+    def task_states(self, dag_id: str, run_id: str) -> dict[str, str | None]:
+        return {ti["task_id"]: ti["state"] for ti in self.task_instances(dag_id, run_id)}
+
+    def failed_task_errors(self, dag_id: str, run_id: str) -> dict[str, str]:
+        """The exception message of each failed task, read from its structured task log."""
+        errors = {}
+        for ti in self.task_instances(dag_id, run_id):
+            if ti["state"] != "failed":
+                continue
+            path = (
+                f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id, safe='')}/taskInstances/"
+                f"{ti['task_id']}/logs/{max(ti.get('try_number') or 1, 1)}"
+            )
+            events = self.call("GET", path).get("content") or []
+            details = [d for e in events if isinstance(e, dict) for d in e.get("error_detail") or []]
+            errors[ti["task_id"]] = details[0]["exc_value"] if details else "(no error in the task log)"
+        return errors
 
 
 class ApiError(StackError):
@@ -635,13 +653,13 @@ def run(stack: Stack) -> int:
     log.info("triggered %s run %s over the REST API", dag_id, run_id)
     result = api.wait_for_run(dag_id, run_id)
     summary = training_summary(stack, run_id)
-    states = api.task_states(dag_id, run_id)
-    print_summary(stack, dag_id, run_id, result["state"], summary, states)
+    errors = api.failed_task_errors(dag_id, run_id) if result["state"] != "success" else {}
+    print_summary(stack, dag_id, run_id, result["state"], summary, errors)
     return 0 if result["state"] == "success" else 1
 
 
 def print_summary(
-    stack: Stack, dag_id: str, run_id: str, state: str, summary: dict[str, Any], states: dict[str, str | None]
+    stack: Stack, dag_id: str, run_id: str, state: str, summary: dict[str, Any], errors: dict[str, str]
 ) -> None:
     s = stack.secrets()
     lines = [
@@ -650,14 +668,18 @@ def print_summary(
         f" Nightshift: {dag_id} run {run_id}",
         f"   state           {state}",
     ]
-    if state != "success":
-        failed = [t for t, st in states.items() if st in ("failed", "upstream_failed")]
-        lines.append(f"   failed tasks    {', '.join(failed) or '-'} (task logs in the Airflow UI)")
+    for task, error in errors.items():
+        first, *rest = error.splitlines() or [""]
+        lines.append(f"   FAILED          {task}: {first}")
+        lines += [f"                   {line}" for line in rest[:12]]
+    if errors:
+        lines.append("   what to do      docs/runbook.md, section of the failed task; full log in the Airflow UI")
+    version, champion = summary.get("model_version"), summary.get("champion_version")
+    aliases = ", ".join(summary.get("aliases") or []) or "-"
     lines += [
-        f"   model version   {stack.model} v{summary.get('model_version') or '-'}"
-        f"  aliases: {', '.join(summary.get('aliases') or []) or '-'}",
+        f"   model version   {stack.model} v{version}  aliases: {aliases}" if version else "   model version   -",
         f"   gate            {summary.get('gate_summary') or '-'}",
-        f"   @champion       {stack.model} v{summary.get('champion_version') or '- (none)'}",
+        f"   @champion       {stack.model} v{champion}" if champion else "   @champion       none",
         "",
         f"   Airflow UI      {stack.airflow_url}   login: admin / {s['admin_password']}",
         f"   MLflow UI       {stack.mlflow_url}",

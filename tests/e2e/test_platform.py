@@ -126,6 +126,20 @@ def test_the_api_and_ui_need_a_login(e2e_env):
     assert (ROOT / ".local-e2e" / "secrets.json").stat().st_mode & 0o077 == 0, "secrets must be private"
 
 
+def test_a_failed_run_reports_the_task_and_its_error(e2e_env):
+    from scripts import stack as st
+
+    stack = st.Stack(home=ROOT / ".local-e2e", airflow_port=int(e2e_env["NIGHTSHIFT_AIRFLOW_PORT"]))
+    api = st.api_for(stack)
+    run_id = api.trigger("churn_training", conf={"force_promote": True})  # no reason given
+    assert api.wait_for_run("churn_training", run_id, timeout=300)["state"] == "failed"
+
+    errors = api.failed_task_errors("churn_training", run_id)
+
+    assert list(errors) == ["resolve_run"]
+    assert "'force_reason' is empty" in errors["resolve_run"]
+
+
 def test_down_stops_everything(e2e_env):
     down = _stack(e2e_env, "down")
     assert down.returncode == 0, down.stderr

@@ -1,0 +1,45 @@
+"""What `make run` prints at the end: the decision on success, the failed task and its error otherwise."""
+
+from __future__ import annotations
+
+import pytest
+
+from scripts.stack import Stack, print_summary
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture
+def stack(tmp_path) -> Stack:
+    return Stack(home=tmp_path, airflow_port=18080, mlflow_port=15000)
+
+
+def test_success_summary_names_version_alias_gate_and_where_to_look(stack, capsys):
+    summary = {
+        "model_version": "2",
+        "aliases": ["challenger", "champion"],
+        "champion_version": "2",
+        "gate_summary": "gate passed: roc_auc 0.79 >= floor 0.7",
+        "mlflow_run_url": "http://x/#/runs/1",
+    }
+    print_summary(stack, "churn_training", "manual__1", "success", summary, {})
+    out = capsys.readouterr().out
+
+    assert "state           success" in out
+    assert "model version   churn v2  aliases: challenger, champion" in out
+    assert "gate            gate passed: roc_auc 0.79 >= floor 0.7" in out
+    assert "@champion       churn v2" in out
+    assert "http://127.0.0.1:18080   login: admin / " in out
+    assert "FAILED" not in out
+
+
+def test_failure_summary_shows_each_failed_task_with_its_error(stack, capsys):
+    error = "GX suite churn_raw_features failed 1 of 31 expectations on 56000 rows:\n  - expect_column_values..."
+    print_summary(stack, "churn_training", "manual__1", "failed", {}, {"validate_raw_features": error})
+    out = capsys.readouterr().out
+
+    assert "state           failed" in out
+    assert "FAILED          validate_raw_features: GX suite churn_raw_features failed 1 of 31" in out
+    assert "                   - expect_column_values..." in out
+    assert "docs/runbook.md" in out
+    assert "model version   -" in out and "@champion       none" in out

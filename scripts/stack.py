@@ -460,13 +460,12 @@ def up(stack: Stack) -> dict[str, str]:
     start_mlflow(stack, server)
     env = airflow_env(stack, server)
     start_airflow(stack, env)
-    (stack.home / "env.sh").write_text(
-        "".join(
-            f"export {k}={_shq(v)}\n"
-            for k, v in sorted(env.items())
-            if k.startswith(("AIRFLOW", "NIGHTSHIFT", "MLFLOW", "PYTHONPATH"))
-        )
-    )
+    # Holds the Fernet key and JWT secret: private, like secrets.json.
+    env_file = stack.home / "env.sh"
+    env_file.touch(mode=0o600)
+    env_file.chmod(0o600)
+    exported = sorted((k, v) for k, v in env.items() if k.startswith(("AIRFLOW", "NIGHTSHIFT", "MLFLOW", "PYTHONPATH")))
+    env_file.write_text("".join(f"export {k}={_shq(v)}\n" for k, v in exported))
     return env
 
 

@@ -123,7 +123,8 @@ def test_the_api_and_ui_need_a_login(e2e_env):
     assert train_links["MLflow run"].startswith(f"{mlflow}/#/experiments/")
     register_links = get(f"/api/v2/dags/churn_training/dagRuns/{run_id}/taskInstances/register/links")["extra_links"]
     assert register_links["MLflow model version"].startswith(f"{mlflow}/#/models/churn/versions/")
-    assert (ROOT / ".local-e2e" / "secrets.json").stat().st_mode & 0o077 == 0, "secrets must be private"
+    for private in ("secrets.json", "env.sh", "airflow/passwords.json"):
+        assert (ROOT / ".local-e2e" / private).stat().st_mode & 0o077 == 0, f"{private} must be private"
 
 
 def test_a_failed_run_reports_the_task_and_its_error(e2e_env):

@@ -112,13 +112,15 @@ def require_partitions(storage: Storage, uris: dict[date, str], kind: str) -> No
         )
 
 
-def read_partitions(storage: Storage, uris: dict[date, str]) -> pd.DataFrame:
-    """Concatenate the partitions, adding ``feature_date`` from the partition's date."""
+def read_partitions(storage: Storage, uris: dict[date, str], source_column: str | None = None) -> pd.DataFrame:
+    """Concatenate the partitions, adding ``feature_date`` (and the file's URI as ``source_column``)."""
     import pandas as pd
 
     frames = []
     for day, uri in sorted(uris.items()):
         df = storage.read_parquet(uri)
+        if source_column:
+            df[source_column] = uri
         df[DATE_COLUMN] = pd.Timestamp(day)
         frames.append(df)
     return pd.concat(frames, ignore_index=True)

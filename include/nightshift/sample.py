@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import TYPE_CHECKING, Literal
 
@@ -57,7 +57,6 @@ class SampleOptions:
     bad_kind: BadKind = "out_of_range"
     label_delay_days: int = 7
     write_labels: bool = True
-    extra: dict[str, str] = field(default_factory=dict)
 
 
 def _population(n: int, seed: int) -> pd.DataFrame:

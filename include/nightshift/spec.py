@@ -211,7 +211,7 @@ class ModelSpec(_Frozen):
         return dict(self.training.hyperparameters.get(algorithm, {}))  # type: ignore[call-overload]
 
 
-def _format_error(path: Path, raw: dict[str, Any], err: ValidationError) -> str:
+def _format_error(path: Path, err: ValidationError) -> str:
     lines = [f"{path}: invalid model spec ({err.error_count()} problem(s))"]
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"]) or "<top level>"
@@ -249,7 +249,7 @@ def load_spec(path: str | Path) -> ModelSpec:
     try:
         spec = ModelSpec.model_validate(raw)
     except ValidationError as exc:
-        raise SpecError(_format_error(path, raw, exc)) from None
+        raise SpecError(_format_error(path, exc)) from None
     if spec.name != path.stem:
         raise SpecError(f"{path}: key 'name' is {spec.name!r} but the file is named {path.name!r}; they must match")
     return spec

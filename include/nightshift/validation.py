@@ -19,7 +19,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from include.nightshift.datasets import DATE_COLUMN
+from include.nightshift.datasets import DATE_COLUMN, read_partitions
 from include.nightshift.errors import DataValidationError
 
 if TYPE_CHECKING:
@@ -99,7 +99,6 @@ def read_stage(storage: Storage, spec: ModelSpec, stage: Stage, uris: dict[date,
     Raises:
         DataValidationError: a file's schema breaks the spec (every such file is listed).
     """
-    import pandas as pd
 
     problems: list[str] = []
     for uri in uris.values():
@@ -109,13 +108,7 @@ def read_stage(storage: Storage, spec: ModelSpec, stage: Stage, uris: dict[date,
             f"suite {suite_name(spec, stage)}: {len(problems)} schema problem(s) in the landing files:\n  - "
             + "\n  - ".join(problems[:20])
         )
-    frames = []
-    for day, uri in sorted(uris.items()):
-        df = storage.read_parquet(uri)
-        df[SOURCE_COLUMN] = uri
-        df[DATE_COLUMN] = pd.Timestamp(day)
-        frames.append(df)
-    return pd.concat(frames, ignore_index=True)
+    return read_partitions(storage, uris, source_column=SOURCE_COLUMN)
 
 
 # --- suites -----------------------------------------------------------------------------------

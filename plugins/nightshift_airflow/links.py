@@ -30,8 +30,3 @@ class MlflowRunLink(_XComUrlLink):
 class MlflowModelVersionLink(_XComUrlLink):
     name = "MLflow model version"
     url_key = "mlflow_model_version_url"
-
-
-class ValidationResultLink(_XComUrlLink):
-    name = "GX validation result"
-    url_key = "gx_result_url"

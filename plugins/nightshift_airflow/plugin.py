@@ -7,10 +7,9 @@ from airflow.plugins_manager import AirflowPlugin
 from nightshift_airflow.links import (
     MlflowModelVersionLink,
     MlflowRunLink,
-    ValidationResultLink,
 )
 
 
 class NightshiftPlugin(AirflowPlugin):
     name = "nightshift"
-    operator_extra_links = [MlflowRunLink(), MlflowModelVersionLink(), ValidationResultLink()]
+    operator_extra_links = [MlflowRunLink(), MlflowModelVersionLink()]

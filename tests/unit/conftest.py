@@ -9,6 +9,9 @@ from datetime import date, timedelta
 
 import pytest
 
+from include.nightshift.datasets import partition_uris, read_partitions, resolve_window
+from include.nightshift.storage import Storage
+
 # The fixed "today" of the unit data: features land up to this day, labels up to 7 days before it.
 SAMPLE_END = date(2026, 11, 20)
 SAMPLE_DAYS = 16
@@ -43,3 +46,13 @@ def sample_root(tmp_path_factory, spec, sample_options) -> str:
     root = tmp_path_factory.mktemp("landing").as_uri()
     generate(spec, root, sample_options)
     return root
+
+
+@pytest.fixture(scope="session")
+def window_frames(sample_root, small_spec):
+    """Features and labels of the small spec's default window (8 labelled days, 200 rows each)."""
+    storage = Storage()
+    window = resolve_window(small_spec, SAMPLE_END)
+    features = read_partitions(storage, partition_uris(small_spec, sample_root, window.days, "features"))
+    labels = read_partitions(storage, partition_uris(small_spec, sample_root, window.days, "labels"))
+    return window, features, labels

@@ -167,16 +167,6 @@ def test_read_partitions_adds_the_partition_date(sample_root, spec):
 # --- training sets ----------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def window_frames(sample_root, small_spec):
-    """Features and labels of the small spec's default window (8 labelled days, 200 rows each)."""
-    storage = Storage()
-    window = resolve_window(small_spec, date(2026, 11, 20))
-    features = read_partitions(storage, partition_uris(small_spec, sample_root, window.days, "features"))
-    labels = read_partitions(storage, partition_uris(small_spec, sample_root, window.days, "labels"))
-    return window, features, labels
-
-
 def test_window_of_the_small_spec(window_frames):
     window, _, _ = window_frames
     assert window == Window(d("2026-11-06"), d("2026-11-13"), d("2026-11-12"))

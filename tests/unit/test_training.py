@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import date
-
 import numpy as np
 import pandas as pd
 import pytest
 
-from include.nightshift.datasets import build_training_set, partition_uris, read_partitions, resolve_window
+from include.nightshift.datasets import build_training_set
 from include.nightshift.spec import ALGORITHMS
-from include.nightshift.storage import Storage
 from include.nightshift.training import build_pipeline, evaluate, model_input
 
 pytestmark = pytest.mark.unit
@@ -19,12 +16,9 @@ METRICS = {"roc_auc", "pr_auc", "log_loss", "brier", "precision", "recall", "f1"
 
 
 @pytest.fixture(scope="module")
-def training_set(sample_root, small_spec):
+def training_set(small_spec, window_frames):
     """1200 training and 400 holdout rows from the generated sample."""
-    storage = Storage()
-    window = resolve_window(small_spec, date(2026, 11, 20))
-    features = read_partitions(storage, partition_uris(small_spec, sample_root, window.days, "features"))
-    labels = read_partitions(storage, partition_uris(small_spec, sample_root, window.days, "labels"))
+    window, features, labels = window_frames
     return build_training_set(small_spec, features, labels, window)
 
 

@@ -160,6 +160,28 @@ class Schedules(_Frozen):
     scoring: str | None = "30 4 * * *"
 
 
+class Scoring(_Frozen):
+    """How the nightly scoring DAG writes ``<schema>.<model>_scores`` in the warehouse."""
+
+    # The published schema analysts read; staging lives in ``<schema>_staging``.
+    schema_name: SafeName = Field(default="nightshift", alias="schema")
+    entity_key_type: Literal["bigint", "text"] = "bigint"
+    # Rows per record batch read, predicted and copied at a time: memory is bounded by it, not the day.
+    batch_rows: int = Field(default=100_000, ge=1_000, le=2_000_000)
+    # Days with more rows are split into shards of about this size, scored by parallel mapped tasks.
+    shard_rows: int = Field(default=2_000_000, ge=10_000)
+    # Share of a day's rows that may break row-level rules (and go to quarantine) before the run fails.
+    max_quarantine_fraction: float = Field(default=0.01, ge=0.0, le=1.0)
+    # The GX input suite reads at most this many rows of the day (the whole day when smaller).
+    validation_sample_rows: int = Field(default=1_000_000, ge=1_000)
+    # A run that has not shown a sign of life for this long loses its claim on a score date.
+    lease_timeout_minutes: int = Field(default=30, ge=1, le=24 * 60)
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    _schema_ok = field_validator("schema_name")(lambda cls, v: check_safe_name(v, "scoring.schema"))
+
+
 class ModelSpec(_Frozen):
     """A model, as declared in ``include/models/<name>.yaml``."""
 
@@ -174,6 +196,7 @@ class ModelSpec(_Frozen):
     training: Training = Training()
     gate: Gate = Gate()
     schedules: Schedules = Schedules()
+    scoring: Scoring = Scoring()
 
     _name_ok = field_validator("name")(lambda cls, v: check_safe_name(v, "model name"))
     _key_ok = field_validator("entity_key")(lambda cls, v: check_safe_name(v, "entity_key"))

@@ -52,6 +52,11 @@ class Storage:
         fs, path = self.resolve(uri)
         return pq.read_table(path, filesystem=fs, columns=columns).to_pandas()
 
+    def open_input(self, uri: str) -> Any:
+        """A seekable file for streaming reads (Parquet row groups, record batches)."""
+        fs, path = self.resolve(uri)
+        return fs.open_input_file(path)
+
     def read_schema(self, uri: str) -> pa.Schema:
         import pyarrow.parquet as pq
 

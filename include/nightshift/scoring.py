@@ -25,8 +25,10 @@ from include.nightshift.validation import schema_problems
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
+    from datetime import date
 
     import numpy as np
+    import pandas as pd
     import pyarrow as pa
     from psycopg2.extensions import connection
 
@@ -113,14 +115,40 @@ def inspect_input(storage: Storage, spec: ModelSpec, uri: str) -> tuple[int, lis
     with storage.open_input(uri) as f:
         meta = pq.ParquetFile(f).metadata
         schema = meta.schema.to_arrow_schema()
-    check_input_schema(spec, uri, schema)
     total = meta.num_rows
-    if total == 0:
+    if total == 0:  # checked first: an empty file's column types say nothing
         raise DataValidationError(
             f"input partition {uri} has 0 rows; a day needs at least 1. The scores of the day were left as they were."
         )
+    check_input_schema(spec, uri, schema)
     groups = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
     return total, plan_shards(groups, spec.scoring.shard_rows)
+
+
+def read_sample(storage: Storage, spec: ModelSpec, uri: str, day: date, max_rows: int) -> pd.DataFrame:
+    """The day's rows for the GX input suite: all of them, or an even spread of ``max_rows`` of them.
+
+    Every row is still checked against the row rules while scoring; the suite judges the day as a
+    whole (volume, share of broken rows, distribution) and a sample is enough for that.
+    """
+    import pandas as pd
+    import pyarrow as pa
+
+    from include.nightshift.datasets import DATE_COLUMN
+    from include.nightshift.validation import SOURCE_COLUMN
+
+    with storage.open_input(uri) as f:
+        import pyarrow.parquet as pq
+
+        pf = pq.ParquetFile(f)
+        total = pf.metadata.num_rows
+        step = max(1, -(-total // max_rows))
+        batch_rows = max(1000, min(spec.scoring.batch_rows, max_rows))
+        parts = [b for i, b in enumerate(pf.iter_batches(batch_size=batch_rows)) if i % step == 0]
+    frame = pa.Table.from_batches(parts).to_pandas() if parts else pd.DataFrame()
+    frame[SOURCE_COLUMN] = uri
+    frame[DATE_COLUMN] = pd.Timestamp(day)
+    return frame
 
 
 # --- row-level rules ------------------------------------------------------------------------------

@@ -2,7 +2,11 @@
 
 Suites are built per stage:
 - ``raw_features`` / ``raw_labels``: the landing partitions of a window;
-- ``training_set``: the joined, split training data.
+- ``training_set``: the joined, split training data;
+- ``scoring_input``: the day to score (row rules tolerate up to ``scoring.max_quarantine_fraction``:
+  those rows are quarantined row by row while scoring, the suite fails the day above it);
+- ``scored_output``: the day's rows as loaded into PostgreSQL, validated in the database (GX's SQL
+  data source) before they are published.
 
 The spec gives the columns, types, ranges, categories and nullability; hand-written expectations
 live in ``great_expectations/expectations/<model>_<stage>.json`` (GX's suite JSON) and are added.
@@ -34,7 +38,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-Stage = Literal["raw_features", "raw_labels", "training_set"]
+Stage = Literal["raw_features", "raw_labels", "training_set", "scoring_input", "scored_output"]
 STAGES: tuple[str, ...] = Stage.__args__  # type: ignore[attr-defined]
 SOURCE_COLUMN = "source_file"
 GX_DIR = Path(__file__).resolve().parents[2] / "great_expectations"
@@ -101,8 +105,9 @@ def read_stage(storage: Storage, spec: ModelSpec, stage: Stage, uris: dict[date,
     """
 
     problems: list[str] = []
+    schema_stage = "raw_features" if stage == "scoring_input" else stage
     for uri in uris.values():
-        problems += schema_problems(spec, stage, uri, storage.read_schema(uri))
+        problems += schema_problems(spec, schema_stage, uri, storage.read_schema(uri))
     if problems:
         raise DataValidationError(
             f"suite {suite_name(spec, stage)}: {len(problems)} schema problem(s) in the landing files:\n  - "
@@ -114,12 +119,42 @@ def read_stage(storage: Storage, spec: ModelSpec, stage: Stage, uris: dict[date,
 # --- suites -----------------------------------------------------------------------------------
 
 
-def derived_expectations(spec: ModelSpec, stage: str, min_rows: int = 1) -> list[dict[str, Any]]:
-    """Expectation configurations (GX JSON form) that follow from the spec."""
+def output_expectations(spec: ModelSpec, expected: dict[str, Any]) -> list[dict[str, Any]]:
+    """What the loaded day must look like: every valid input row once, probabilities, one model version.
+
+    Args:
+        expected: ``rows`` (valid input rows), ``model_version`` and ``dag_run_id`` of the run.
+    """
+    key = spec.entity_key
+    return [
+        {"type": "expect_table_row_count_to_equal", "kwargs": {"value": int(expected["rows"])}},
+        {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": key}},
+        {"type": "expect_column_values_to_be_unique", "kwargs": {"column": key}},
+        {"type": "expect_column_values_to_be_between", "kwargs": {"column": "score", "min_value": 0, "max_value": 1}},
+        {"type": "expect_column_values_to_be_in_set", "kwargs": {"column": "predicted_label", "value_set": [0, 1]}},
+        {
+            "type": "expect_column_distinct_values_to_equal_set",
+            "kwargs": {"column": "model_version", "value_set": [int(expected["model_version"])]},
+        },
+        {
+            "type": "expect_column_distinct_values_to_equal_set",
+            "kwargs": {"column": "dag_run_id", "value_set": [expected["dag_run_id"]]},
+        },
+    ]
+
+
+def derived_expectations(
+    spec: ModelSpec, stage: str, min_rows: int = 1, expected: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """Expectation configurations (GX JSON form) that follow from the spec (and, for output, the run)."""
+    if stage == "scored_output":
+        return output_expectations(spec, expected or {})
     key, target = spec.entity_key, spec.target.name
+    # Scoring quarantines rows that break a row rule; the suite fails the day only above the threshold.
+    tolerance = 1.0 - spec.scoring.max_quarantine_fraction if stage == "scoring_input" else 1.0
     exps: list[dict[str, Any]] = [
         {"type": "expect_table_row_count_to_be_between", "kwargs": {"min_value": min_rows}},
-        {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": key}},
+        {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": key, "mostly": tolerance}},
         {"type": "expect_compound_columns_to_be_unique", "kwargs": {"column_list": [key, DATE_COLUMN]}},
     ]
     if stage in ("raw_labels", "training_set"):
@@ -131,13 +166,16 @@ def derived_expectations(spec: ModelSpec, stage: str, min_rows: int = 1) -> list
         return exps
     for f in spec.features:
         exps.append({"type": "expect_column_to_exist", "kwargs": {"column": f.name}})
+        mostly = min(f.mostly, tolerance)
         if not f.nullable:
-            exps.append({"type": "expect_column_values_to_not_be_null", "kwargs": {"column": f.name}})
+            exps.append(
+                {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": f.name, "mostly": tolerance}}
+            )
         if f.type == "category":
             exps.append(
                 {
                     "type": "expect_column_values_to_be_in_set",
-                    "kwargs": {"column": f.name, "value_set": list(f.categories or ()), "mostly": f.mostly},
+                    "kwargs": {"column": f.name, "value_set": list(f.categories or ()), "mostly": mostly},
                 }
             )
         else:
@@ -154,7 +192,7 @@ def derived_expectations(spec: ModelSpec, stage: str, min_rows: int = 1) -> list
                 exps.append(
                     {
                         "type": "expect_column_values_to_be_between",
-                        "kwargs": {"column": f.name, "min_value": f.min, "max_value": f.max, "mostly": f.mostly},
+                        "kwargs": {"column": f.name, "min_value": f.min, "max_value": f.max, "mostly": mostly},
                     }
                 )
     if stage == "training_set":
@@ -192,8 +230,14 @@ def handwritten_expectations(spec: ModelSpec, stage: str, gx_dir: Path = GX_DIR)
     ]
 
 
-def build_suite(spec: ModelSpec, stage: Stage, gx_dir: Path = GX_DIR) -> gx.ExpectationSuite:
-    """The stage's suite: spec-derived expectations, then the hand-written ones."""
+def build_suite(
+    spec: ModelSpec, stage: Stage, gx_dir: Path = GX_DIR, expected: dict[str, Any] | None = None
+) -> gx.ExpectationSuite:
+    """The stage's suite: spec-derived expectations, then the hand-written ones.
+
+    Args:
+        expected: For ``scored_output``: the run's ``rows``, ``model_version`` and ``dag_run_id``.
+    """
     import great_expectations as gx
     from great_expectations.expectations.expectation_configuration import (
         ExpectationConfiguration,
@@ -201,7 +245,7 @@ def build_suite(spec: ModelSpec, stage: Stage, gx_dir: Path = GX_DIR) -> gx.Expe
 
     min_rows = spec.training.min_training_rows if stage == "training_set" else 1
     sources = [
-        ("spec", derived_expectations(spec, stage, min_rows)),
+        ("spec", derived_expectations(spec, stage, min_rows, expected)),
         ("hand-written", handwritten_expectations(spec, stage, gx_dir)),
     ]
     expectations = []
@@ -214,8 +258,10 @@ def build_suite(spec: ModelSpec, stage: Stage, gx_dir: Path = GX_DIR) -> gx.Expe
     )
 
 
-def result_format() -> dict[str, Any]:
+def result_format(sql: bool = False) -> dict[str, Any]:
     """Enough detail to name columns, values and files, without every failing row."""
+    if sql:  # a table in the database has no source-file column
+        return {"result_format": "SUMMARY", "partial_unexpected_count": 5}
     return {"result_format": "SUMMARY", "partial_unexpected_count": 5, "unexpected_index_column_names": [SOURCE_COLUMN]}
 
 

@@ -16,6 +16,12 @@ from airflow.timetables.trigger import CronTriggerTimetable
 from include.nightshift.errors import SpecError
 from include.nightshift.spec import ALGORITHMS, ModelSpec, load_spec, models_dir
 from nightshift_airflow.notifiers import FailureAlert
+from nightshift_airflow.operators.scoring import (
+    AssembleScoresOperator,
+    PublishScoresOperator,
+    ResolveScoringRunOperator,
+    ScoreShardOperator,
+)
 from nightshift_airflow.operators.training import (
     BuildTrainingSetOperator,
     EvaluateChallengerOperator,
@@ -43,12 +49,18 @@ def cron(expression: str | None) -> CronTriggerTimetable | None:
 
 LANDING_ROOT = "{{ var.value.nightshift_landing_root }}"
 TRAINING_POOL = "nightshift_training"  # declared in airflow_settings.yaml
+SCORING_POOL = "nightshift_scoring"
 WORK_ROOT = "{{ var.value.nightshift_work_root }}"
 
 
 def champion_asset(model: str) -> Asset:
     """The Asset updated whenever a model's ``@champion`` alias moves."""
     return Asset(name=f"{model}_champion", uri=f"nightshift://models/{model}/champion", group="model")
+
+
+def scores_asset(model: str) -> Asset:
+    """The Asset updated whenever a day of a model's scores is published (extra: date, rows, version)."""
+    return Asset(name=f"{model}_scores", uri=f"nightshift://scores/{model}", group="scores")
 
 
 def default_args(spec: ModelSpec) -> dict[str, Any]:
@@ -196,6 +208,87 @@ def training_dag(spec: ModelSpec) -> DAG:
     return dag
 
 
+SCORING_DOC = """
+### {name} scoring
+
+{description}
+
+**What it does:** pins the version holding `@champion` for the whole run (no champion: the run fails
+at once), checks the day's features `{features_uri}` (GX suite `{name}_scoring_input`), scores them in
+record batches and loads them with COPY into a staging table ({shard_rows:,} rows per mapped shard),
+validates the loaded rows in the database (GX suite `{name}_scored_output`), then swaps them in as the
+day's partition of `{schema}.{name}_scores` in one transaction and updates the Asset `{name}_scores`.
+Rows breaking a row rule go to `{schema}.{name}_quarantine`; above {max_q:.1%} of the day the run fails
+and publishes nothing.
+
+**Schedule:** `{schedule}` (UTC), scoring the features of the run's date. **Re-run a day:** trigger with
+`run_date`; the day's rows are replaced atomically. Two runs for one date never interleave: the second
+waits (retries) until the first is done.
+
+**Analysts:** `{schema}.{name}_scores`, `{schema}.{name}_latest_scores` (role `nightshift_analyst`).
+**Owner:** {owner}. **Runbook:** `docs/runbook.md`.
+"""
+
+
+def scoring_dag(spec: ModelSpec) -> DAG:
+    """The ``<model>_scoring`` DAG."""
+    doc = SCORING_DOC.format(
+        name=spec.name,
+        description=spec.description,
+        features_uri=spec.landing.features_uri,
+        shard_rows=spec.scoring.shard_rows,
+        schema=spec.scoring.schema_name,
+        max_q=spec.scoring.max_quarantine_fraction,
+        schedule=spec.schedules.scoring,
+        owner=spec.owner,
+    )
+    params = {
+        "run_date": Param(
+            None,
+            type=["null", "string"],
+            format="date",
+            title="Score date",
+            description="The day of features to score and replace. Empty: the run's own date.",
+        ),
+    }
+    with DAG(
+        dag_id=f"{spec.name}_scoring",
+        dag_display_name=f"{spec.name}: scoring",
+        description=f"Score {spec.name} with @champion into PostgreSQL",
+        doc_md=doc,
+        schedule=cron(spec.schedules.scoring),
+        catchup=False,
+        max_active_runs=3,
+        tags=["nightshift", "scoring", f"model:{spec.name}", *spec.tags],
+        params=params,
+        default_args=default_args(spec),
+        dagrun_timeout=timedelta(hours=3),
+    ) as dag:
+        m = spec.name
+        resolve = ResolveScoringRunOperator(task_id="resolve_run", model=m, landing_root=LANDING_ROOT)
+        run = resolve.output["run"]
+        check_input = ValidateDataOperator(
+            task_id="validate_input", model=m, stage="scoring_input", resolved=run, work_root=WORK_ROOT
+        )
+        score = ScoreShardOperator.partial(task_id="score", model=m, resolved=run, pool=SCORING_POOL).expand(
+            shard=resolve.output
+        )
+        assemble = AssembleScoresOperator(task_id="assemble", model=m, resolved=run, shards=score.output)
+        check_output = ValidateDataOperator(
+            task_id="validate_output",
+            model=m,
+            stage="scored_output",
+            resolved=run,
+            scored=assemble.output,
+            work_root=WORK_ROOT,
+        )
+        publish = PublishScoresOperator(
+            task_id="publish", model=m, resolved=run, scored=assemble.output, outlets=[scores_asset(m)]
+        )
+        resolve >> check_input >> score >> assemble >> check_output >> publish
+    return dag
+
+
 def invalid_spec_dag(path: Path, error: SpecError) -> DAG:
     """A DAG that shows a broken spec in the UI and fails with its validation message."""
     from airflow.providers.standard.operators.python import PythonOperator
@@ -226,3 +319,4 @@ def build_all(directory: Path | None = None) -> Iterator[DAG]:
             yield invalid_spec_dag(path, exc)
             continue
         yield training_dag(spec)
+        yield scoring_dag(spec)

@@ -90,3 +90,26 @@ def storage_from_connection(aws_conn_id: str | None) -> Storage:
     if extra.get("region_name"):
         options["region"] = extra["region_name"]
     return Storage(s3_options=options)
+
+
+def warehouse_connection(postgres_conn_id: str = "postgres_default") -> Any:
+    """A psycopg2 connection to the warehouse described by an Airflow Postgres connection.
+
+    ``PostgresHook.get_conn()`` returns a psycopg 3 connection when SQLAlchemy 2 is installed (as it
+    is with Airflow 3); the scoring library is written against psycopg2 (``psycopg2.sql``,
+    ``copy_expert`` streaming), so the hook resolves the connection and psycopg2 opens it.
+    """
+    import psycopg2
+    from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+    hook = PostgresHook(postgres_conn_id=postgres_conn_id)
+    c = hook.connection
+    args: dict[str, Any] = {
+        "host": c.host,
+        "user": c.login,
+        "password": c.password,
+        "dbname": hook.database or c.schema,
+        "port": c.port,
+    }
+    args.update({k: v for k, v in c.extra_dejson.items() if k not in hook.ignored_extra_options and k != "cursor"})
+    return psycopg2.connect(**{k: v for k, v in args.items() if v not in (None, "")})

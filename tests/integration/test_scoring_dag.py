@@ -1,0 +1,244 @@
+"""The scoring DAG with ``dag.test()``: real Postgres warehouse, real MLflow registry.
+
+The module uses its own model names (``scorer``, a copy of the churn spec, and ``nochamp``, which is
+never trained), so that it neither needs nor disturbs the champion the training tests build.
+"""
+
+from __future__ import annotations
+
+import shutil
+from datetime import timedelta
+
+import pytest
+
+from tests.conftest import DATA_END
+from tests.integration.helpers import run_dag
+
+pytestmark = pytest.mark.integration
+
+DAY = DATA_END - timedelta(days=1)
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory):
+    """A models dir with churn, ``scorer`` and ``nochamp`` (same landing data as churn)."""
+    import os
+
+    from include.nightshift.spec import DEFAULT_MODELS_DIR
+
+    d = tmp_path_factory.mktemp("models")
+    src = (DEFAULT_MODELS_DIR / "churn.yaml").read_text()
+    shutil.copy(DEFAULT_MODELS_DIR / "churn.yaml", d / "churn.yaml")
+    for name in ("scorer", "nochamp"):
+        (d / f"{name}.yaml").write_text(src.replace("\nname: churn\n", f"\nname: {name}\n"))
+    before = os.environ.get("NIGHTSHIFT_MODELS_DIR")
+    os.environ["NIGHTSHIFT_MODELS_DIR"] = str(d)
+    yield d
+    if before is None:
+        os.environ.pop("NIGHTSHIFT_MODELS_DIR")
+    else:
+        os.environ["NIGHTSHIFT_MODELS_DIR"] = before
+
+
+@pytest.fixture(scope="module")
+def scorer(models_dir, landing, mlflow_client):
+    """The ``scorer`` spec with a trained, promoted ``@champion``."""
+    from include.nightshift import datasets, registry
+    from include.nightshift.spec import load_model
+    from include.nightshift.storage import Storage
+
+    spec = load_model("scorer")
+    storage = Storage()
+    window = datasets.resolve_window(spec, DATA_END)
+    ts = datasets.build_training_set(
+        spec,
+        datasets.read_partitions(storage, datasets.partition_uris(spec, landing, window.days, "features")),
+        datasets.read_partitions(storage, datasets.partition_uris(spec, landing, window.days, "labels")),
+        window,
+    )
+    trained = registry.train_and_log(mlflow_client, spec, ts, window, "logistic_regression", {})
+    mv = registry.register(mlflow_client, spec, trained.model_uri, trained.model_id, trained.run_id, {})
+    registry.promote(mlflow_client, spec, mv.version, {"nightshift.promotion_reason": "test"})
+    return spec
+
+
+@pytest.fixture
+def warehouse(platform):
+    import psycopg2
+
+    from scripts.stack import ensure_postgres
+
+    conn = psycopg2.connect(f"{ensure_postgres(platform)}/{platform.db('warehouse')}")
+    conn.autocommit = True
+    yield conn
+    conn.close()
+
+
+def query(conn, sql, args=None):
+    with conn.cursor() as cur:
+        cur.execute(sql, args)
+        return cur.fetchall()
+
+
+def day_rows(conn, model, day):
+    return query(
+        conn,
+        f"SELECT customer_id, score, predicted_label, model_version, dag_run_id FROM nightshift.{model}_scores "
+        "WHERE score_date = %s ORDER BY customer_id",
+        (day,),
+    )
+
+
+def input_rows(spec, landing, day) -> int:
+    import pyarrow.parquet as pq
+
+    return pq.read_metadata(spec.landing.features(landing, day.isoformat()).removeprefix("file://")).num_rows
+
+
+def test_rerunning_a_date_three_times_leaves_exactly_one_copy(scorer, landing, warehouse, mlflow_client):
+    from nightshift_airflow.factory import scoring_dag
+
+    n = input_rows(scorer, landing, DAY)
+    seen = []
+    for _ in range(3):
+        result = run_dag(scoring_dag(scorer), DATA_END, conf={"run_date": DAY.isoformat()})
+        assert result.state == "success", result
+        rows = day_rows(warehouse, "scorer", DAY)
+        assert len(rows) == n
+        seen.append([r[:4] for r in rows])
+        assert len({r[4] for r in rows}) == 1, "one DAG run wrote the whole day"
+    assert seen[0] == seen[1] == seen[2], "same input, same champion: identical scores"
+    champion = mlflow_client.get_model_version_by_alias("scorer", "champion")
+    assert {r[3] for r in seen[0]} == {int(champion.version)}
+    assert all(0.0 <= r[1] <= 1.0 for r in seen[0])
+    # One partition per day, nothing left in staging, the view answers.
+    parts = query(
+        warehouse,
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "WHERE i.inhparent = 'nightshift.scorer_scores'::regclass",
+    )
+    assert parts == [(f"scorer_scores_p{DAY:%Y%m%d}",)]
+    assert query(
+        warehouse, "SELECT count(*) FROM pg_tables WHERE schemaname = 'nightshift_staging' AND tablename LIKE 'scorer%'"
+    ) == [(0,)]
+    assert query(warehouse, "SELECT count(*) FROM nightshift.scorer_latest_scores")[0][0] == n
+
+
+def test_bad_rows_go_to_quarantine_and_the_counts_add_up(scorer, platform, warehouse, tmp_path, monkeypatch):
+    import pandas as pd
+
+    from include.nightshift.storage import Storage
+    from nightshift_airflow.factory import scoring_dag
+
+    root = (tmp_path / "landing").as_uri()
+    storage = Storage()
+    df = storage.read_parquet(scorer.landing.features(platform.landing_root, DAY.isoformat()))
+    df.loc[:2, "tenure_months"] = -3  # 3 rows out of range
+    df.loc[3, "region"] = "atlantis"  # 1 unknown category
+    df["customer_id"] = df["customer_id"].astype("int64")
+    storage.write_parquet(pd.DataFrame(df), scorer.landing.features(root, DAY.isoformat()))
+    monkeypatch.setenv("AIRFLOW_VAR_NIGHTSHIFT_LANDING_ROOT", root)
+
+    result = run_dag(scoring_dag(scorer), DATA_END, conf={"run_date": DAY.isoformat()})
+
+    assert result.state == "success", result
+    scored = day_rows(warehouse, "scorer", DAY)
+    run_id = scored[0][4]
+    quarantined = query(
+        warehouse,
+        "SELECT entity_key, rule, row->>'tenure_months' FROM nightshift.scorer_quarantine "
+        "WHERE score_date = %s AND dag_run_id = %s ORDER BY rule, entity_key",
+        (DAY, run_id),
+    )
+    assert len(scored) + len(quarantined) == len(df)
+    rules = [q[1] for q in quarantined]
+    assert rules.count("tenure_months between 0 and 120") == 3
+    assert rules.count("region in [north, south, east, west, central]") == 1
+    assert {q[0] for q in quarantined}.isdisjoint({str(r[0]) for r in scored})
+
+
+def test_no_champion_fails_at_once_and_touches_nothing(models_dir, landing, warehouse):
+    from include.nightshift.spec import load_model
+    from nightshift_airflow.factory import scoring_dag
+
+    result = run_dag(scoring_dag(load_model("nochamp")), DATA_END, conf={"run_date": DAY.isoformat()})
+
+    assert result.state == "failed"
+    assert result.failed_task() == "resolve_run"
+    assert "no @champion for model nochamp" in result.errors["resolve_run"]
+    assert result.tasks["score"] in (None, "upstream_failed")
+    assert query(warehouse, "SELECT to_regclass('nightshift.nochamp_scores')") == [(None,)]
+
+
+@pytest.mark.parametrize(
+    ("kind", "expected"),
+    [
+        pytest.param("missing", "does not exist: the features of this day have not landed", id="missing"),
+        pytest.param("empty", "has 0 rows", id="empty"),
+    ],
+)
+def test_missing_or_empty_input_fails_and_keeps_the_scores(
+    kind, expected, scorer, landing, warehouse, tmp_path, monkeypatch
+):
+    import pandas as pd
+
+    from include.nightshift.storage import Storage
+    from nightshift_airflow.factory import scoring_dag
+
+    before = day_rows(warehouse, "scorer", DAY)
+    assert before, "an earlier test published this day"
+    root = (tmp_path / "landing").as_uri()
+    if kind == "empty":
+        df = Storage().read_parquet(scorer.landing.features(landing, DAY.isoformat())).head(0)
+        Storage().write_parquet(pd.DataFrame(df), scorer.landing.features(root, DAY.isoformat()))
+    monkeypatch.setenv("AIRFLOW_VAR_NIGHTSHIFT_LANDING_ROOT", root)
+
+    result = run_dag(scoring_dag(scorer), DATA_END, conf={"run_date": DAY.isoformat()})
+
+    assert result.state == "failed"
+    assert result.failed_task() == "resolve_run"
+    assert expected in result.errors["resolve_run"], result.errors
+    assert f"date={DAY}" in result.errors["resolve_run"]
+    assert day_rows(warehouse, "scorer", DAY) == before
+
+
+def test_too_many_broken_rows_fail_the_input_suite_and_keep_the_scores(
+    scorer, landing, warehouse, tmp_path, monkeypatch
+):
+    from include.nightshift.storage import Storage
+    from nightshift_airflow.factory import scoring_dag
+
+    before = day_rows(warehouse, "scorer", DAY)
+    root = (tmp_path / "landing").as_uri()
+    df = Storage().read_parquet(scorer.landing.features(landing, DAY.isoformat()))
+    df.loc[: len(df) // 10, "monthly_charges"] = 9999.0  # 10 %: far above the 1 % quarantine threshold
+    Storage().write_parquet(df, scorer.landing.features(root, DAY.isoformat()))
+    monkeypatch.setenv("AIRFLOW_VAR_NIGHTSHIFT_LANDING_ROOT", root)
+
+    result = run_dag(scoring_dag(scorer), DATA_END, conf={"run_date": DAY.isoformat()})
+
+    assert result.state == "failed"
+    assert result.failed_task() == "validate_input"
+    message = result.errors["validate_input"]
+    assert "scorer_scoring_input" in message and "monthly_charges" in message and "9999" in message
+    assert f"the published scores of {DAY} are unchanged" in message
+    assert day_rows(warehouse, "scorer", DAY) == before
+
+
+def test_a_new_day_is_published_as_an_asset_event(scorer, landing, warehouse):
+    from nightshift_airflow.factory import scoring_dag
+
+    day = DATA_END
+    result = run_dag(scoring_dag(scorer), day)
+
+    assert result.state == "success", result
+    assert len(day_rows(warehouse, "scorer", day)) == input_rows(scorer, landing, day)
+    from airflow.models.asset import AssetEvent
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        events = session.scalars(select(AssetEvent).order_by(AssetEvent.id.desc())).all()
+        extras = [e.extra for e in events if e.extra.get("score_date") == day.isoformat()]
+    assert extras and extras[0]["rows"] == input_rows(scorer, landing, day)
+    assert extras[0]["partition"] == f"nightshift.scorer_scores_p{day:%Y%m%d}"

@@ -104,17 +104,20 @@ class Stack:
     # secrets live in $NIGHTSHIFT_HOME/secrets.json (mode 0600), never in the repo
     def secrets(self) -> dict[str, str]:
         path = self.home / "secrets.json"
-        if path.exists():
-            return json.loads(path.read_text())
-        self.home.mkdir(parents=True, exist_ok=True)
-        values = {
-            "fernet_key": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
-            "jwt_secret": secrets.token_urlsafe(32),
-            "api_secret_key": secrets.token_urlsafe(32),
-            "admin_password": os.environ.get("NIGHTSHIFT_ADMIN_PASSWORD") or secrets.token_urlsafe(12),
+        values = json.loads(path.read_text()) if path.exists() else {}
+        wanted = {
+            "fernet_key": lambda: base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
+            "jwt_secret": lambda: secrets.token_urlsafe(32),
+            "api_secret_key": lambda: secrets.token_urlsafe(32),
+            "admin_password": lambda: os.environ.get("NIGHTSHIFT_ADMIN_PASSWORD") or secrets.token_urlsafe(12),
+            "analyst_password": lambda: os.environ.get("NIGHTSHIFT_ANALYST_PASSWORD") or secrets.token_urlsafe(12),
         }
-        path.touch(mode=0o600)
-        path.write_text(json.dumps(values, indent=1))
+        missing = {k: make() for k, make in wanted.items() if k not in values}
+        if missing:
+            values.update(missing)
+            self.home.mkdir(parents=True, exist_ok=True)
+            path.touch(mode=0o600)
+            path.write_text(json.dumps(values, indent=1))
         return values
 
 
@@ -642,9 +645,76 @@ def training_summary(stack: Stack, run_id: str) -> dict[str, Any]:
     return out
 
 
+SCORING_DAYS = 3  # `make run` scores the last three sample days
+ANALYST_LOGIN = "analyst"
+ANALYST_QUERY = (
+    "SELECT customer_id, round(score::numeric, 3) AS score, score_date FROM {schema}.{model}_latest_scores "
+    "ORDER BY score DESC, customer_id LIMIT 5"
+)
+
+
+def warehouse_url(stack: Stack, server_url: str, login: str | None = None, password: str | None = None) -> str:
+    """The warehouse database URL, as the server's user or as ``login``."""
+    parsed = urllib.parse.urlsplit(server_url)
+    netloc = parsed.netloc
+    if login:
+        host = netloc.rsplit("@", 1)[-1]
+        secret = f":{urllib.parse.quote(password, safe='')}" if password else ""
+        netloc = f"{login}{secret}@{host}"
+    return urllib.parse.urlunsplit((parsed.scheme, netloc, f"/{stack.db('warehouse')}", "", ""))
+
+
+def ensure_analyst(stack: Stack, server_url: str) -> None:
+    """The read-only role ``nightshift_analyst`` and a login ``analyst`` in it (password in secrets.json)."""
+    import psycopg2
+
+    sys.path[:0] = [str(ROOT)]
+    from include.nightshift.spec import load_model
+    from include.nightshift.warehouse import ensure_analyst_role
+
+    conn = psycopg2.connect(warehouse_url(stack, server_url))
+    try:
+        ensure_analyst_role(conn, load_model(stack.model), ANALYST_LOGIN, stack.secrets()["analyst_password"])
+    finally:
+        conn.close()
+
+
+def scoring_summary(stack: Stack, server_url: str, days: list[date]) -> dict[str, Any]:
+    """Rows per scored day (as the writer) and one analyst query (as the analyst login)."""
+    import psycopg2
+
+    sys.path[:0] = [str(ROOT)]
+    from include.nightshift.spec import load_model
+
+    spec = load_model(stack.model)
+    schema = spec.scoring.schema_name
+    out: dict[str, Any] = {"schema": schema, "rows": {}, "quarantined": {}}
+    conn = psycopg2.connect(warehouse_url(stack, server_url))
+    try:
+        with conn, conn.cursor() as cur:
+            for day in days:
+                cur.execute(f'SELECT count(*) FROM "{schema}"."{spec.name}_scores" WHERE score_date = %s', (day,))
+                out["rows"][day.isoformat()] = cur.fetchone()[0]
+                cur.execute(f'SELECT count(*) FROM "{schema}"."{spec.name}_quarantine" WHERE score_date = %s', (day,))
+                out["quarantined"][day.isoformat()] = cur.fetchone()[0]
+    finally:
+        conn.close()
+    query = ANALYST_QUERY.format(schema=schema, model=spec.name)
+    conn = psycopg2.connect(warehouse_url(stack, server_url, ANALYST_LOGIN, stack.secrets()["analyst_password"]))
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(query)
+            out["analyst_query"] = query
+            out["analyst_rows"] = cur.fetchall()
+    finally:
+        conn.close()
+    return out
+
+
 def run(stack: Stack) -> int:
     up(stack)
-    ensure_sample_data(stack, datetime.now(UTC).date())
+    today = datetime.now(UTC).date()
+    ensure_sample_data(stack, today)
     api = api_for(stack)
     dag_id = f"{stack.model}_training"
     api.wait_for_dag(dag_id)
@@ -654,7 +724,52 @@ def run(stack: Stack) -> int:
     summary = training_summary(stack, run_id)
     errors = api.failed_task_errors(dag_id, run_id) if result["state"] != "success" else {}
     print_summary(stack, dag_id, run_id, result["state"], summary, errors)
-    return 0 if result["state"] == "success" else 1
+    if result["state"] != "success" or not summary.get("champion_version"):
+        return 1
+    return run_scoring(stack, api, [today - timedelta(days=i) for i in reversed(range(SCORING_DAYS))])
+
+
+def run_scoring(stack: Stack, api: AirflowApi, days: list[date]) -> int:
+    """Score ``days`` with the scoring DAG (one run per day, in parallel) and print what analysts see."""
+    server = ensure_postgres(stack)
+    ensure_analyst(stack, server)
+    dag_id = f"{stack.model}_scoring"
+    api.wait_for_dag(dag_id)
+    runs = {day: api.trigger(dag_id, conf={"run_date": day.isoformat()}) for day in days}
+    log.info("triggered %s for %s", dag_id, ", ".join(str(d) for d in days))
+    states = {day: api.wait_for_run(dag_id, run_id)["state"] for day, run_id in runs.items()}
+    errors = {}
+    for day, run_id in runs.items():
+        if states[day] != "success":
+            errors.update({f"{day} {task}": e for task, e in api.failed_task_errors(dag_id, run_id).items()})
+    print_scoring_summary(stack, dag_id, states, scoring_summary(stack, server, days), errors)
+    return 0 if all(s == "success" for s in states.values()) else 1
+
+
+def print_scoring_summary(
+    stack: Stack, dag_id: str, states: dict[date, str], summary: dict[str, Any], errors: dict[str, str]
+) -> None:
+    s = stack.secrets()
+    schema = summary["schema"]
+    lines = ["", "=" * 78, f" Nightshift: {dag_id}, {len(states)} day(s)"]
+    for day, state in states.items():
+        rows, quarantined = summary["rows"].get(day.isoformat()), summary["quarantined"].get(day.isoformat())
+        lines.append(
+            f"   {day}      {state:8s} {rows:>8,} rows in {schema}.{stack.model}_scores, {quarantined} quarantined"
+        )
+    for what, error in errors.items():
+        first, *rest = error.splitlines() or [""]
+        lines.append(f"   FAILED          {what}: {first}")
+        lines += [f"                   {line}" for line in rest[:8]]
+    lines += ["", f"   analyst query   {summary['analyst_query']}"]
+    lines += [f"                   {'  '.join(str(v) for v in row)}" for row in summary["analyst_rows"]]
+    lines += [
+        "",
+        f"   psql            psql '{warehouse_url(stack, ensure_postgres(stack), ANALYST_LOGIN)}'"
+        f"   (password: {s['analyst_password']}, read-only role nightshift_analyst)",
+        "=" * 78,
+    ]
+    print("\n".join(lines), flush=True)
 
 
 def print_summary(

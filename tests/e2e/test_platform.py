@@ -72,6 +72,15 @@ def test_make_run_twice_trains_promotes_then_gates_against_the_champion(e2e_env)
     assert _summary_line(first.stdout, "@champion").split()[-1] == "v1"
     assert "no champion yet" in _summary_line(first.stdout, "gate")
 
+    # ...then the scoring DAG, on the same scheduler, for the last three sample days.
+    days = _scored_days(first.stdout)
+    assert len(days) == 3 and all(state == "success" for state, _ in days.values()), first.stdout[-3000:]
+    assert {rows for _, rows in days.values()} == {"2,000"}
+    assert "analyst query" in first.stdout
+    first_scores = _warehouse_rows()
+    assert {day: n for day, n, _ in first_scores} == {day: 2000 for day in days}
+    assert {v for _, _, v in first_scores} == {1}, "scored with the champion, version 1"
+
     second = _stack(e2e_env, "run")
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     assert "already running" in second.stderr
@@ -80,6 +89,38 @@ def test_make_run_twice_trains_promotes_then_gates_against_the_champion(e2e_env)
     assert "vs champion" in gate
     champion = _summary_line(second.stdout, "@champion").split()[-1]
     assert champion == ("v2" if "gate passed" in gate else "v1")
+    # Re-scoring the same days replaced them: still one copy of each day, by the current champion.
+    second_scores = _warehouse_rows()
+    assert {day: n for day, n, _ in second_scores} == {day: 2000 for day in days}
+    assert {v for _, _, v in second_scores} == {int(champion.removeprefix("v"))}
+
+
+def _scored_days(out: str) -> dict[str, tuple[str, str]]:
+    """{day: (state, rows)} from the scoring summary lines ``YYYY-MM-DD  state  N rows in ...``."""
+    import re
+
+    found = re.findall(r"^\s+(\d{4}-\d{2}-\d{2})\s+(\w+)\s+([\d,]+) rows in nightshift\.churn_scores", out, re.M)
+    return {day: (state, rows) for day, state, rows in found}
+
+
+def _warehouse_rows() -> list[tuple[str, int, int]]:
+    """(day, rows, model version) per scored day, read as the analyst login the stack created."""
+    import psycopg2
+
+    secrets = json.loads((ROOT / ".local-e2e" / "secrets.json").read_text())
+    port = os.environ.get("NIGHTSHIFT_PG_PORT", "5432")
+    conn = psycopg2.connect(
+        host="127.0.0.1", port=port, dbname="nse2e_warehouse", user="analyst", password=secrets["analyst_password"]
+    )
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT score_date::text, count(*), max(model_version) FROM nightshift.churn_scores "
+                "GROUP BY 1 ORDER BY 1"
+            )
+            return cur.fetchall()
+    finally:
+        conn.close()
 
 
 def test_the_api_and_ui_need_a_login(e2e_env):

@@ -1,0 +1,340 @@
+"""The warehouse side of scoring against the real PostgreSQL: atomic swaps under SIGKILL, the lease
+between concurrent runs, the quarantine threshold, and what the analyst role may and may not do.
+
+Each test works in its own schema (``scoring.schema`` of a spec copy), so tests do not share tables.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import date
+
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.integration
+
+DAY = date(2026, 11, 19)
+
+
+@pytest.fixture(scope="module")
+def server(platform):
+    from scripts.stack import ensure_postgres
+
+    return ensure_postgres(platform)
+
+
+@pytest.fixture(scope="module")
+def db_url(server, platform):
+    return f"{server}/{platform.db('warehouse')}"
+
+
+@pytest.fixture
+def connect(db_url):
+    import psycopg2
+
+    opened = []
+
+    def _connect(url: str | None = None):
+        conn = psycopg2.connect(url or db_url)
+        opened.append(conn)
+        return conn
+
+    yield _connect
+    for c in opened:
+        c.close()
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    """A fitted pipeline (logistic regression on random labels: fast, and good enough to score)."""
+    import numpy as np
+
+    from include.nightshift.sample import SampleOptions, generate
+    from include.nightshift.spec import load_model
+    from include.nightshift.storage import Storage
+    from include.nightshift.training import build_pipeline, model_input
+
+    spec = load_model("churn")
+    root = tmp_path_factory.mktemp("wh-landing").as_uri()
+    generate(spec, root, SampleOptions(start=DAY, end=DAY, rows_per_day=3000, population=10_000))
+    df = Storage().read_parquet(spec.landing.features(root, DAY.isoformat()))
+    y = (np.random.default_rng(0).random(len(df)) < 0.2).astype(int)
+    return build_pipeline(spec, "logistic_regression").fit(model_input(spec, df), y)
+
+
+@pytest.fixture
+def spec(request):
+    """The churn spec writing into a schema of its own (named after the test)."""
+    import re
+
+    from include.nightshift.spec import load_model
+
+    base = load_model("churn")
+    schema = "t_" + re.sub(r"[^a-z0-9_]", "_", request.node.name.lower())[:30]
+    return base.model_copy(update={"scoring": base.scoring.model_copy(update={"schema_name": schema})})
+
+
+def write_day(spec, root: str, rows: int, bad: int = 0, seed: int = 1) -> str:
+    """A day of ``rows`` feature rows at ``root``; the first ``bad`` have tenure -1 (out of range)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(seed)
+    cols = {spec.entity_key: np.arange(rows, dtype=np.int64)}
+    for f in spec.features:
+        if f.type == "category":
+            cols[f.name] = np.array(f.categories)[rng.integers(0, len(f.categories), rows)]
+        else:
+            v = rng.uniform(f.min or 0, (f.max or 100) / 4, rows)
+            cols[f.name] = np.floor(v).astype(np.int64) if f.type == "int" else v
+    cols["tenure_months"][:bad] = -1
+    uri = spec.landing.features(root, DAY.isoformat())
+    path = uri.removeprefix("file://")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    pq.write_table(pa.table(cols), path, row_group_size=200_000)
+    return uri
+
+
+def score_day(conn, qconn, spec, model, uri: str, run_id: str, version: int = 1):
+    """The scoring DAG's steps, in-process: claim, score every shard, assemble, publish."""
+    from include.nightshift import scoring, warehouse
+    from include.nightshift.storage import Storage
+
+    tables = warehouse.ensure_tables(conn, spec)
+    total, shards = scoring.inspect_input(Storage(), spec, uri)
+    lease = warehouse.claim(conn, tables, DAY, run_id, 30)
+    consts = warehouse.Constants(DAY, spec.name, version, "mlflowrun", run_id)
+    results = [
+        scoring.score_shard(conn, qconn, Storage(), spec, tables, consts, model, uri, s, lease.heartbeat)
+        for s in shards
+    ]
+    staged = warehouse.assemble(conn, tables, consts, len(shards))
+    warehouse.publish(conn, tables, consts, staged, len(shards))
+    return total, results
+
+
+def day_state(conn, spec) -> tuple[int, set]:
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            f"SELECT count(*), array_agg(DISTINCT dag_run_id) FROM {spec.scoring.schema_name}.churn_scores "
+            "WHERE score_date = %s",
+            (DAY,),
+        )
+        n, runs = cur.fetchone()
+    return n, set(runs or [])
+
+
+def staging_left(conn, spec) -> list[str]:
+    from include.nightshift import warehouse
+
+    return warehouse.staging_tables(conn, warehouse.Tables.for_spec(spec), DAY)
+
+
+def test_shards_are_assembled_into_one_day(spec, model, connect, tmp_path):
+    spec = spec.model_copy(update={"scoring": spec.scoring.model_copy(update={"shard_rows": 200_000})})
+    uri = write_day(spec, tmp_path.as_uri(), 500_000, bad=7)
+    conn, qconn = connect(), connect()
+
+    total, results = score_day(conn, qconn, spec, model, uri, "run-shards")
+
+    assert len(results) == 3, "500k rows in row groups of 200k, shards of at least 200k: 200k, 200k, 100k"
+    assert day_state(conn, spec) == (total - 7, {"run-shards"})
+    with conn, conn.cursor() as cur:
+        cur.execute(f"SELECT count(*), min(rule) FROM {spec.scoring.schema_name}.churn_quarantine")
+        assert cur.fetchone() == (7, "tenure_months between 0 and 120")
+    assert staging_left(conn, spec) == []
+
+
+SCORER = """
+import sys
+sys.path[:0] = [{root!r}]
+import pickle, psycopg2
+from tests.integration.test_warehouse import score_day
+from include.nightshift.spec import ModelSpec
+spec = ModelSpec.model_validate_json(open({spec_path!r}).read())
+model = pickle.load(open({model_path!r}, "rb"))
+conn, qconn = psycopg2.connect({db_url!r}), psycopg2.connect({db_url!r})
+score_day(conn, qconn, spec, model, {uri!r}, "run-killed", version=2)
+"""
+
+
+def test_sigkill_mid_load_leaves_the_old_day_and_the_retry_succeeds(spec, model, connect, db_url, tmp_path):
+    import pickle
+
+    small = write_day(spec, (tmp_path / "small").as_uri(), 1000)
+    conn, qconn = connect(), connect()
+    score_day(conn, qconn, spec, model, small, "run-old")
+    assert day_state(conn, spec) == (1000, {"run-old"})
+
+    big = write_day(spec, (tmp_path / "big").as_uri(), 1_500_000, seed=2)
+    (tmp_path / "spec.json").write_text(spec.model_dump_json(by_alias=True))
+    (tmp_path / "model.pkl").write_bytes(pickle.dumps(model))
+    script = SCORER.format(
+        root=str(ROOT),
+        spec_path=str(tmp_path / "spec.json"),
+        model_path=str(tmp_path / "model.pkl"),
+        db_url=db_url,
+        uri=big,
+    )
+    observed: list[tuple[int, set]] = []
+    stop = threading.Event()
+    observer = connect()
+
+    def observe() -> None:
+        while not stop.is_set():
+            observed.append(day_state(observer, spec))
+            time.sleep(0.02)
+
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT)
+    watcher = threading.Thread(target=observe)
+    watcher.start()
+    try:
+        # Kill the writer while its COPY is streaming rows into staging.
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            with conn, conn.cursor() as cur:
+                # (The staging table is not visible outside the writer's transaction: match by database.)
+                cur.execute(
+                    "SELECT max(tuples_processed) FROM pg_stat_progress_copy WHERE datname = current_database()"
+                )
+                row = cur.fetchone()
+            if row and (row[0] or 0) > 100_000:
+                break
+            assert proc.poll() is None, "the writer finished before it could be killed"
+            time.sleep(0.05)
+        else:
+            pytest.fail("the COPY never started")
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        time.sleep(0.5)
+        assert day_state(conn, spec) == (1000, {"run-old"}), "the published day is untouched"
+
+        # The retry of the same run takes its claim back and replaces the day.
+        score_day(conn, qconn, spec, model, big, "run-killed", version=2)
+    finally:
+        stop.set()
+        watcher.join()
+        proc.kill()
+
+    assert day_state(conn, spec) == (1_500_000, {"run-killed"})
+    assert staging_left(conn, spec) == []
+    assert len(observed) > 10, "the observer watched the whole time"
+    assert all(o in ((1000, {"run-old"}), (1_500_000, {"run-killed"})) for o in observed), "never a mix"
+
+
+def test_two_runs_for_one_date_cannot_interleave(spec, model, connect, tmp_path):
+    from include.nightshift import warehouse
+    from include.nightshift.warehouse import ScoreDateBusyError
+
+    uri = write_day(spec, tmp_path.as_uri(), 2000)
+    conn, qconn = connect(), connect()
+    tables = warehouse.ensure_tables(conn, spec)
+    warehouse.claim(conn, tables, DAY, "run-a", 30)
+
+    with pytest.raises(ScoreDateBusyError) as busy:
+        warehouse.claim(connect(), tables, DAY, "run-b", 30, holder_alive=lambda run: True)
+    message = str(busy.value)
+    assert "being written by DAG run run-a" in message and "run-b will not interleave" in message
+
+    # run-a finishes (the same run may re-claim: that is its retry); then run-b gets the date.
+    score_day(conn, qconn, spec, model, uri, "run-a")
+    score_day(connect(), connect(), spec, model, uri, "run-b")
+    assert day_state(conn, spec) == (2000, {"run-b"})
+
+
+def test_a_claim_of_a_finished_run_is_taken_over(spec, connect):
+    from include.nightshift import warehouse
+
+    conn = connect()
+    tables = warehouse.ensure_tables(conn, spec)
+    warehouse.claim(conn, tables, DAY, "run-dead", 30)
+    lease = warehouse.claim(conn, tables, DAY, "run-new", 30, holder_alive=lambda run: False)
+    lease.heartbeat(force=True)  # it is ours now
+    with pytest.raises(warehouse.ScoreDateBusyError, match="lost its claim"):
+        warehouse.Lease(conn, tables, DAY, "run-dead").heartbeat(force=True)
+
+
+def test_over_the_quarantine_threshold_nothing_is_published(spec, model, connect, tmp_path):
+    from include.nightshift import scoring, warehouse
+    from include.nightshift.storage import Storage
+
+    conn, qconn = connect(), connect()
+    score_day(conn, qconn, spec, model, write_day(spec, (tmp_path / "ok").as_uri(), 1000), "run-ok")
+    bad_uri = write_day(spec, (tmp_path / "bad").as_uri(), 1000, bad=50)  # 5 % > 1 %
+    tables = warehouse.Tables.for_spec(spec)
+    warehouse.claim(conn, tables, DAY, "run-bad", 30)
+    consts = warehouse.Constants(DAY, spec.name, 1, "m", "run-bad")
+    _, shards = scoring.inspect_input(Storage(), spec, bad_uri)
+    result = scoring.score_shard(conn, qconn, Storage(), spec, tables, consts, model, bad_uri, shards[0])
+    assert result.quarantined == {"tenure_months between 0 and 120": 50}
+    assert result.scored_rows + result.quarantined_rows == 1000
+    assert result.examples["tenure_months between 0 and 120"] == ["0", "1", "2", "3", "4"]
+
+    kept = warehouse.publish_quarantine_only(conn, tables, consts, len(shards))
+
+    assert kept == 50
+    assert day_state(conn, spec) == (1000, {"run-ok"}), "the published day stays"
+    assert staging_left(conn, spec) == []
+
+
+def test_analyst_role_reads_published_days_and_nothing_else(spec, model, connect, server, platform, tmp_path):
+    import psycopg2
+
+    from include.nightshift import warehouse
+
+    schema = spec.scoring.schema_name
+    conn, qconn = connect(), connect()
+    warehouse.ensure_analyst_role(conn, spec, "analyst_test", "s3cret-analyst")
+    # A day published after the grant: its partition did not exist when the role was granted.
+    score_day(conn, qconn, spec, model, write_day(spec, tmp_path.as_uri(), 500), "run-after-grant")
+    host = server.split("@", 1)[-1]
+    analyst = connect(f"postgresql://analyst_test:s3cret-analyst@{host}/{platform.db('warehouse')}")
+    analyst.autocommit = True
+    part = f"churn_scores_p{DAY:%Y%m%d}"
+
+    def run(sql: str):
+        with analyst.cursor() as cur:
+            cur.execute(sql)
+            return cur.fetchall() if cur.description else None
+
+    assert run(f"SELECT count(*) FROM {schema}.churn_scores WHERE score_date = '{DAY}'") == [(500,)]
+    assert run(f"SELECT count(*) FROM {schema}.{part}") == [(500,)]
+    assert run(f"SELECT count(*) FROM {schema}.churn_latest_scores") == [(500,)]
+    denied = [
+        f"INSERT INTO {schema}.churn_scores (customer_id, score_date, score, predicted_label, model_name, "
+        "model_version, mlflow_run_id, dag_run_id, scored_at) "
+        "VALUES (1, '2026-11-19', 0.5, 0, 'x', 1, 'x', 'x', now())",
+        f"UPDATE {schema}.churn_scores SET score = 0",
+        f"DELETE FROM {schema}.churn_scores",
+        f"TRUNCATE {schema}.{part}",
+        f"CREATE TABLE {schema}.mine (x int)",
+        f"SELECT count(*) FROM {schema}.churn_quarantine",
+        f"SELECT count(*) FROM {schema}_staging.score_leases",
+    ]
+    for sql in denied:
+        with pytest.raises((psycopg2.errors.InsufficientPrivilege, psycopg2.errors.ReadOnlySqlTransaction)):
+            run(sql)
+    # Read-only even where a grant might slip: the login's sessions are read-only transactions.
+    assert run("SHOW default_transaction_read_only") == [("on",)]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["churn; DROP TABLE x", 'churn"', "Churn", "a" * 41, "1churn"],
+    ids=["injection", "quote", "upper", "long", "digit"],
+)
+def test_identifiers_from_config_are_validated(bad):
+    from include.nightshift.warehouse import Tables
+
+    with pytest.raises(ValueError, match="is not allowed"):
+        Tables(model=bad, schema="nightshift", key="customer_id", key_type="bigint")
+    with pytest.raises(ValueError, match="is not allowed"):
+        Tables(model="churn", schema=bad, key="customer_id", key_type="bigint")

@@ -109,9 +109,10 @@ def test_a_second_spec_file_yields_a_second_set_of_dags(tmp_path):
 
     dags = {d.dag_id: d for d in build_all(tmp_path)}
 
-    assert set(dags) == {"churn_training", "upsell_training"}
-    assert [t.task_id for t in dags["upsell_training"].tasks] == [t.task_id for t in dags["churn_training"].tasks]
-    assert "model:upsell" in dags["upsell_training"].tags
+    assert set(dags) == {"churn_training", "churn_scoring", "upsell_training", "upsell_scoring"}
+    for kind in ("training", "scoring"):
+        assert [t.task_id for t in dags[f"upsell_{kind}"].tasks] == [t.task_id for t in dags[f"churn_{kind}"].tasks]
+        assert "model:upsell" in dags[f"upsell_{kind}"].tags
 
 
 def test_an_invalid_spec_is_shown_as_a_failing_dag_and_spares_the_others(tmp_path):

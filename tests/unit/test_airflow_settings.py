@@ -94,7 +94,7 @@ def test_load_project_settings_with_environment(monkeypatch):
 
     variables = {v["variable_name"]: v["variable_value"] for v in settings["variables"]}
     assert variables == {"nightshift_landing_root": "s3://lake/landing", "nightshift_work_root": "file:///srv/work"}
-    assert [p["pool_name"] for p in settings["pools"]] == ["nightshift_training"]
+    assert [p["pool_name"] for p in settings["pools"]] == ["nightshift_training", "nightshift_scoring"]
 
 
 def test_load_project_settings_with_only_defaults(monkeypatch):

@@ -464,8 +464,10 @@ def shipped_gx_dir(tmp_path):
 
 @pytest.mark.parametrize("stage", [pytest.param(s, id=s) for s in validation.STAGES])
 def test_shipped_suites_build_for_every_stage(spec, shipped_gx_dir, stage):
-    suite = build_suite(spec, stage, gx_dir=shipped_gx_dir)
-    derived = derived_expectations(spec, stage, spec.training.min_training_rows if stage == "training_set" else 1)
+    expected = {"rows": 10, "model_version": "1", "dag_run_id": "r"} if stage == "scored_output" else None
+    suite = build_suite(spec, stage, gx_dir=shipped_gx_dir, expected=expected)
+    min_rows = spec.training.min_training_rows if stage == "training_set" else 1
+    derived = derived_expectations(spec, stage, min_rows, expected)
     assert suite.name == f"churn_{stage}"
     assert [e.meta["source"] for e in suite.expectations[: len(derived)]] == ["spec"] * len(derived)
     assert all(e.meta["source"] == "hand-written" for e in suite.expectations[len(derived) :])

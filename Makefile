@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt constraints.txt | sha1sum | cut -c1-12)
 
-.PHONY: help venv run up down logs status env test test-fast lint format lock clean
+.PHONY: help venv run up down logs status env test test-fast bench lint format lock clean
 
 help:
 	@echo "make run     bring up Postgres, MLflow and Airflow; run the training DAG end to end"
@@ -13,6 +13,7 @@ help:
 	@echo "make down    stop everything 'make run' started"
 	@echo "make logs    where the logs are"
 	@echo "make status  which services are running"
+	@echo "make bench   scoring benchmark: our path vs to_sql, predict-only and raw COPY (ROWS=1000000)"
 
 $(STAMP): requirements.txt constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +31,11 @@ up: venv
 
 down:
 	@if [ -x $(PY) ]; then $(PY) scripts/stack.py down; fi
+
+ROWS ?= 1000000
+RSS_ROWS ?= 5000000
+bench: venv
+	$(PY) bench/scoring.py --rows $(ROWS) --rss-rows $(RSS_ROWS)
 
 logs:
 	@$(PY) scripts/stack.py logs

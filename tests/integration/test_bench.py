@@ -1,0 +1,35 @@
+"""The scoring benchmark runs and reports every method and the ratios (small sizes; no timing asserted)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.integration
+
+
+def test_scoring_bench_prints_each_method_and_the_ratios(platform):
+    env = {**os.environ, "NIGHTSHIFT_DB_PREFIX": platform.db_prefix, "NIGHTSHIFT_HOME": str(platform.home)}
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "scoring.py"), "--rows", "30000", "--rss-rows", "60000"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = out.stdout.splitlines()
+    for method in ("ours", "to_sql", "predict_only", "raw_copy", "ours (big)"):
+        assert any(line.startswith(method) for line in lines), out.stdout
+    assert "x the to_sql baseline" in out.stdout
+    assert "of predict-only throughput" in out.stdout
+    assert "peak RSS 30,000 -> 60,000 rows" in out.stdout
+    # Ours scored every valid row: the same count as the to_sql baseline, which drops the same bad rows.
+    counts = {line.split()[0]: line.split()[1] for line in lines if line.startswith(("ours  ", "to_sql"))}
+    assert counts["ours"] == counts["to_sql"]

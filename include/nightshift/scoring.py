@@ -311,8 +311,11 @@ def iter_batches(
     import pyarrow.parquet as pq
 
     with storage.open_input(uri) as f:
-        pf = pq.ParquetFile(f)
-        yield from pf.iter_batches(batch_size=batch_rows, row_groups=list(row_groups), columns=columns)
+        # One row group at a time and no pre-buffering: pyarrow would otherwise fetch every requested
+        # row group up front, and memory would grow with the shard (measured: +50 MB at 5M rows).
+        pf = pq.ParquetFile(f, pre_buffer=False)
+        for group in row_groups:
+            yield from pf.iter_batches(batch_size=batch_rows, row_groups=[group], columns=columns)
 
 
 class _QueueReader:

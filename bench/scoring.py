@@ -272,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{ours['seconds'] - ours['load_seconds']:.2f} s; {ours['quarantined']:,} rows quarantined"
         )
         print("ratios (ours end to end):")
-        targets = {"to_sql": ("x the to_sql baseline", 6.0), "predict_only": ("of predict-only throughput", 0.70)}
+        targets = {"to_sql": ("the throughput of to_sql", 6.0), "predict_only": ("of predict-only throughput", 0.70)}
         for base, r in results.items():
             if base == "ours":
                 continue

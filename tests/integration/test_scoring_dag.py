@@ -30,7 +30,9 @@ def models_dir(tmp_path_factory):
     src = (DEFAULT_MODELS_DIR / "churn.yaml").read_text()
     shutil.copy(DEFAULT_MODELS_DIR / "churn.yaml", d / "churn.yaml")
     for name in ("scorer", "nochamp"):
-        (d / f"{name}.yaml").write_text(src.replace("\nname: churn\n", f"\nname: {name}\n"))
+        text = src.replace("\nname: churn\n", f"\nname: {name}\n")
+        # Small shards, so that a test day of 30,000 rows is scored by three mapped tasks.
+        (d / f"{name}.yaml").write_text(text + "\nscoring:\n  shard_rows: 10000\n  batch_rows: 4000\n")
     before = os.environ.get("NIGHTSHIFT_MODELS_DIR")
     os.environ["NIGHTSHIFT_MODELS_DIR"] = str(d)
     yield d
@@ -242,3 +244,47 @@ def test_a_new_day_is_published_as_an_asset_event(scorer, landing, warehouse):
         extras = [e.extra for e in events if e.extra.get("score_date") == day.isoformat()]
     assert extras and extras[0]["rows"] == input_rows(scorer, landing, day)
     assert extras[0]["partition"] == f"nightshift.scorer_scores_p{day:%Y%m%d}"
+
+
+def test_a_large_day_is_scored_by_mapped_shards_and_published_once(scorer, platform, warehouse, tmp_path, monkeypatch):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from include.nightshift.storage import Storage
+    from nightshift_airflow.factory import scoring_dag
+
+    day = DATA_END - timedelta(days=2)
+    base = Storage().read_parquet(scorer.landing.features(platform.landing_root, day.isoformat()))
+    copies = []
+    for i in range(15):  # 15 x 2,000 rows with distinct keys
+        part = base.copy()
+        part["customer_id"] = part["customer_id"].astype("int64") + i * 1_000_000
+        copies.append(part)
+    import pandas as pd
+
+    frame = pd.concat(copies, ignore_index=True)
+    root = tmp_path / "landing"
+    path = scorer.landing.features(root.as_uri(), day.isoformat()).removeprefix("file://")
+    import os
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path, row_group_size=10_000)
+    monkeypatch.setenv("AIRFLOW_VAR_NIGHTSHIFT_LANDING_ROOT", root.as_uri())
+
+    result = run_dag(scoring_dag(scorer), DATA_END, conf={"run_date": day.isoformat()})
+
+    assert result.state == "success", result
+    assert len(day_rows(warehouse, "scorer", day)) == 30_000
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        mapped = session.scalars(
+            select(TaskInstance.map_index).where(
+                TaskInstance.dag_id == "scorer_scoring",
+                TaskInstance.task_id == "score",
+                TaskInstance.state == "success",
+            )
+        ).all()
+    assert {0, 1, 2} <= set(mapped), "three shards, three mapped task instances"

@@ -288,3 +288,16 @@ def test_a_large_day_is_scored_by_mapped_shards_and_published_once(scorer, platf
             )
         ).all()
     assert {0, 1, 2} <= set(mapped), "three shards, three mapped task instances"
+
+
+def test_a_claim_left_by_a_run_that_is_gone_does_not_block_the_date(scorer, landing, warehouse):
+    from include.nightshift import warehouse as wh
+    from nightshift_airflow.factory import scoring_dag
+
+    tables = wh.Tables.for_spec(scorer)
+    wh.claim(warehouse, tables, DAY, "manual__killed-and-never-retried", 30)
+
+    result = run_dag(scoring_dag(scorer), DATA_END, conf={"run_date": DAY.isoformat()})
+
+    assert result.state == "success", result
+    assert query(warehouse, "SELECT count(*) FROM nightshift_staging.score_leases WHERE model = 'scorer'") == [(0,)]

@@ -107,7 +107,11 @@ class ResolveScoringRunOperator(NightshiftOperator):
         ti = context["ti"]
 
         def holder_alive(holder: str) -> bool:
-            state = ti.get_dagrun_state(dag_id=dag_id, run_id=holder)  # type: ignore[attr-defined]
+            try:
+                state = ti.get_dagrun_state(dag_id=dag_id, run_id=holder)  # type: ignore[attr-defined]
+            except Exception as exc:  # the holder is not a run of this DAG (any more): nothing can renew it
+                self.log.warning("holder %s of the claim is not a run of %s (%s)", holder, dag_id, exc)
+                return False
             return str(state) in LIVE_RUN_STATES
 
         with closing(_connect(self.postgres_conn_id)) as conn:

@@ -73,6 +73,25 @@ def default_args(spec: ModelSpec) -> dict[str, Any]:
     }
 
 
+def model_dag(
+    spec: ModelSpec, kind: str, description: str, doc: str, params: dict[str, Param], max_active_runs: int
+) -> DAG:
+    """The DAG ``<model>_<kind>`` with what every model DAG shares: schedule, tags, defaults, timeout."""
+    return DAG(
+        dag_id=f"{spec.name}_{kind}",
+        dag_display_name=f"{spec.name}: {kind}",
+        description=description,
+        doc_md=doc,
+        schedule=cron(getattr(spec.schedules, kind)),
+        catchup=False,
+        max_active_runs=max_active_runs,
+        tags=["nightshift", kind, f"model:{spec.name}", *spec.tags],
+        params=params,
+        default_args=default_args(spec),
+        dagrun_timeout=timedelta(hours=3),
+    )
+
+
 TRAINING_DOC = """
 ### {name} training
 
@@ -139,19 +158,7 @@ def training_dag(spec: ModelSpec) -> DAG:
             description="Required with 'Force promotion'; recorded on the model version.",
         ),
     }
-    with DAG(
-        dag_id=f"{spec.name}_training",
-        dag_display_name=f"{spec.name}: training",
-        description=f"Train, gate and promote {spec.name}",
-        doc_md=doc,
-        schedule=cron(spec.schedules.training),
-        catchup=False,
-        max_active_runs=1,
-        tags=["nightshift", "training", f"model:{spec.name}", *spec.tags],
-        params=params,
-        default_args=default_args(spec),
-        dagrun_timeout=timedelta(hours=3),
-    ) as dag:
+    with model_dag(spec, "training", f"Train, gate and promote {spec.name}", doc, params, max_active_runs=1) as dag:
         m = spec.name
         resolve = ResolveTrainingRunOperator(task_id="resolve_run", model=m)
         raw = {
@@ -251,19 +258,9 @@ def scoring_dag(spec: ModelSpec) -> DAG:
             description="The day of features to score and replace. Empty: the run's own date.",
         ),
     }
-    with DAG(
-        dag_id=f"{spec.name}_scoring",
-        dag_display_name=f"{spec.name}: scoring",
-        description=f"Score {spec.name} with @champion into PostgreSQL",
-        doc_md=doc,
-        schedule=cron(spec.schedules.scoring),
-        catchup=False,
-        max_active_runs=3,
-        tags=["nightshift", "scoring", f"model:{spec.name}", *spec.tags],
-        params=params,
-        default_args=default_args(spec),
-        dagrun_timeout=timedelta(hours=3),
-    ) as dag:
+    # Several dates may be scored at once (a backfill); one date is never written by two runs (the lease).
+    description = f"Score {spec.name} with @champion into PostgreSQL"
+    with model_dag(spec, "scoring", description, doc, params, max_active_runs=3) as dag:
         m = spec.name
         resolve = ResolveScoringRunOperator(task_id="resolve_run", model=m, landing_root=LANDING_ROOT)
         run = resolve.output["run"]

@@ -378,6 +378,7 @@ def score_shard(
             except queue.Full:
                 continue
 
+    failure: list[BaseException] = []
     binary = tables.key_type == "bigint"
     encode = scores_binary if binary else scores_csv
 
@@ -411,7 +412,8 @@ def score_shard(
             if binary:
                 put(COPY_BINARY_TRAILER)
             put(None)
-        except BaseException as exc:  # handed to the COPY side, which re-raises it
+        except BaseException as exc:  # handed to the COPY side, which aborts the COPY
+            failure.append(exc)
             put(exc)
 
     # Two connections, two transactions, each (re-)creating and loading its own staging table: a
@@ -424,8 +426,10 @@ def score_shard(
         worker.start()
         try:
             cur.copy_expert(warehouse.copy_scores_sql(tables, s_table, binary), _QueueReader(chunks), size=1 << 20)
-        except errors.UniqueViolation as exc:
-            raise warehouse.duplicate_keys_error(tables, consts.day, exc.diag.message_detail) from None
+        except errors.QueryCanceled:
+            if failure:  # psycopg2 reports the reader's exception as a cancelled COPY: raise the original
+                raise failure[0] from None
+            raise
         finally:
             stop.set()
             worker.join()

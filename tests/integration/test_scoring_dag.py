@@ -225,6 +225,9 @@ def test_too_many_broken_rows_fail_the_input_suite_and_keep_the_scores(
     assert "scorer_scoring_input" in message and "monthly_charges" in message and "9999" in message
     assert f"the published scores of {DAY} are unchanged" in message
     assert day_rows(warehouse, "scorer", DAY) == before
+    assert query(warehouse, "SELECT count(*) FROM nightshift_staging.score_leases WHERE model = 'scorer'") == [(0,)], (
+        "the failed run gave the date back"
+    )
 
 
 def test_a_new_day_is_published_as_an_asset_event(scorer, landing, warehouse):
@@ -295,7 +298,9 @@ def test_a_claim_left_by_a_run_that_is_gone_does_not_block_the_date(scorer, land
     from nightshift_airflow.factory import scoring_dag
 
     tables = wh.Tables.for_spec(scorer)
-    wh.claim(warehouse, tables, DAY, "manual__killed-and-never-retried", 30)
+    # A claim whose holder is no DAG run at all: e.g. a run deleted from the metadata DB after its
+    # worker was killed. (Taken over without waiting for scoring.lease_timeout_minutes.)
+    wh.claim(warehouse, tables, DAY, "manual__killed-and-never-retried", 30, holder_alive=lambda run: False)
 
     result = run_dag(scoring_dag(scorer), DATA_END, conf={"run_date": DAY.isoformat()})
 

@@ -338,3 +338,33 @@ def test_identifiers_from_config_are_validated(bad):
         Tables(model=bad, schema="nightshift", key="customer_id", key_type="bigint")
     with pytest.raises(ValueError, match="is not allowed"):
         Tables(model="churn", schema=bad, key="customer_id", key_type="bigint")
+
+
+def test_a_model_error_mid_stream_is_raised_as_is_and_leaves_nothing(spec, model, connect, tmp_path):
+    from include.nightshift import scoring, warehouse
+    from include.nightshift.storage import Storage
+
+    class Exploding:
+        def __init__(self):
+            self.calls = 0
+
+        def predict_proba(self, x):
+            self.calls += 1
+            if self.calls == 2:
+                raise ValueError("model exploded on the second batch")
+            return model.predict_proba(x)
+
+    conn, qconn = connect(), connect()
+    score_day(conn, qconn, spec, model, write_day(spec, (tmp_path / "ok").as_uri(), 1000), "run-ok")
+    small = spec.model_copy(update={"scoring": spec.scoring.model_copy(update={"batch_rows": 1000})})
+    uri = write_day(small, (tmp_path / "big").as_uri(), 5000, bad=3)
+    tables = warehouse.Tables.for_spec(small)
+    warehouse.claim(conn, tables, DAY, "run-x", 30)
+    _, shards = scoring.inspect_input(Storage(), small, uri)
+    consts = warehouse.Constants(DAY, small.name, 1, "m", "run-x")
+
+    with pytest.raises(ValueError, match="exploded on the second batch"):
+        scoring.score_shard(conn, qconn, Storage(), small, tables, consts, Exploding(), uri, shards[0])
+
+    assert staging_left(conn, small) == [], "both staging tables were rolled back"
+    assert day_state(conn, small) == (1000, {"run-ok"})

@@ -177,9 +177,10 @@ class ValidateDataOperator(GXValidateBatchOperator):
             return "Nothing was trained or registered; fix or re-land the named files, then clear this task."
         day = self.resolved["score_date"]
         if self.stage == "scoring_input":
+            self._release()  # nothing of this run will be written: free the date for the next run
             return (
                 f"Nothing was scored; the published scores of {day} are unchanged. "
-                "Fix or re-land the day's file, then clear this task."
+                "Fix or re-land the day's file, then re-run the date."
             )
         self._release()
         return (

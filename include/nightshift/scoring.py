@@ -133,13 +133,12 @@ def read_sample(storage: Storage, spec: ModelSpec, uri: str, day: date, max_rows
     """
     import pandas as pd
     import pyarrow as pa
+    import pyarrow.parquet as pq
 
     from include.nightshift.datasets import DATE_COLUMN
     from include.nightshift.validation import SOURCE_COLUMN
 
     with storage.open_input(uri) as f:
-        import pyarrow.parquet as pq
-
         pf = pq.ParquetFile(f)
         total = pf.metadata.num_rows
         step = max(1, -(-total // max_rows))

@@ -90,6 +90,11 @@ class Tables:
     def quarantine(self) -> str:
         return f"{self.model}_quarantine"
 
+    @property
+    def leases(self) -> Any:
+        """The lease table (one row per claimed model and score date), quoted."""
+        return self.ident(self.staging_schema, "score_leases")
+
     def partition(self, day: date) -> str:
         return f"{self.model}_scores_p{day:%Y%m%d}"
 
@@ -151,7 +156,7 @@ def ensure_tables(conn: connection, spec: ModelSpec) -> Tables:
         sql.SQL(
             "CREATE TABLE IF NOT EXISTS {} (model text NOT NULL, score_date date NOT NULL, dag_run_id text NOT NULL, "
             "claimed_at timestamptz NOT NULL, heartbeat_at timestamptz NOT NULL, PRIMARY KEY (model, score_date))"
-        ).format(t.ident(t.staging_schema, "score_leases")),
+        ).format(t.leases),
         sql.SQL(
             "CREATE TABLE IF NOT EXISTS {} ({}, PRIMARY KEY ({}, score_date)) PARTITION BY RANGE (score_date)"
         ).format(scores, _columns_ddl(t), sql.Identifier(t.key)),
@@ -272,7 +277,7 @@ class Lease:
             cur.execute(
                 _sql()
                 .SQL("UPDATE {} SET heartbeat_at = now() WHERE model = %s AND score_date = %s AND dag_run_id = %s")
-                .format(self.tables.ident(self.tables.staging_schema, "score_leases")),
+                .format(self.tables.leases),
                 (self.tables.model, self.day, self.run_id),
             )
             if cur.rowcount != 1:
@@ -301,7 +306,7 @@ def claim(
         ScoreDateBusyError: Another live run is writing this date; the message names it.
     """
     sql = _sql()
-    leases = tables.ident(tables.staging_schema, "score_leases")
+    leases = tables.leases
     with conn, conn.cursor() as cur:
         cur.execute(
             sql.SQL(
@@ -342,9 +347,7 @@ def claim(
         dropped = _drop_staging(cur, tables, day)
     if dropped:
         log.info("dropped %d staging table(s) left by earlier attempts: %s", len(dropped), ", ".join(dropped))
-    lease = Lease(conn, tables, day, run_id)
-    lease._last = time.monotonic()
-    return lease
+    return Lease(conn, tables, day, run_id, _last=time.monotonic())
 
 
 def release(conn: connection, tables: Tables, day: date, run_id: str) -> None:
@@ -353,22 +356,32 @@ def release(conn: connection, tables: Tables, day: date, run_id: str) -> None:
         cur.execute(
             _sql()
             .SQL("DELETE FROM {} WHERE model = %s AND score_date = %s AND dag_run_id = %s RETURNING 1")
-            .format(tables.ident(tables.staging_schema, "score_leases")),
+            .format(tables.leases),
             (tables.model, day, run_id),
         )
         if cur.fetchone() is not None:
             _drop_staging(cur, tables, day)
 
 
-def _drop_staging(cur: Any, tables: Tables, day: date) -> list[str]:
-    """Drop every staging table of (model, day), whatever run left it. Call only while holding the claim."""
-    prefix = STAGING_COMMENT.format(model=tables.model, day=day, run="")
+def _staging_names(cur: Any, tables: Tables, day: date | None) -> list[str]:
+    """Staging tables of the model (and ``day``), found by the comment each one gets when created."""
+    prefix = (
+        STAGING_COMMENT.format(model=tables.model, day=day, run="")
+        if day
+        else f"nightshift staging: model={tables.model} "
+    )
     cur.execute(
         "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE n.nspname = %s AND c.relkind = 'r' AND starts_with(obj_description(c.oid, 'pg_class'), %s)",
+        "WHERE n.nspname = %s AND c.relkind = 'r' AND starts_with(obj_description(c.oid, 'pg_class'), %s) "
+        "ORDER BY 1",
         (tables.staging_schema, prefix),
     )
-    names = [r[0] for r in cur.fetchall()]
+    return [r[0] for r in cur.fetchall()]
+
+
+def _drop_staging(cur: Any, tables: Tables, day: date) -> list[str]:
+    """Drop every staging table of (model, day), whatever run left it. Call only while holding the claim."""
+    names = _staging_names(cur, tables, day)
     for name in names:
         cur.execute(_sql().SQL("DROP TABLE IF EXISTS {}").format(tables.ident(tables.staging_schema, name)))
     return names
@@ -376,19 +389,8 @@ def _drop_staging(cur: Any, tables: Tables, day: date) -> list[str]:
 
 def staging_tables(conn: connection, tables: Tables, day: date | None = None) -> list[str]:
     """Names of the staging tables present for the model (and ``day``)."""
-    prefix = (
-        STAGING_COMMENT.format(model=tables.model, day=day, run="")
-        if day
-        else f"nightshift staging: model={tables.model} "
-    )
     with conn, conn.cursor() as cur:
-        cur.execute(
-            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE n.nspname = %s AND c.relkind = 'r' AND starts_with(obj_description(c.oid, 'pg_class'), %s) "
-            "ORDER BY 1",
-            (tables.staging_schema, prefix),
-        )
-        return [r[0] for r in cur.fetchall()]
+        return _staging_names(cur, tables, day)
 
 
 # --- staging -------------------------------------------------------------------------------------
@@ -587,9 +589,7 @@ def publish(
         # running queries rather than queue every new reader behind us indefinitely.
         cur.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(f"{int(lock_timeout_s)}s")))
         cur.execute(
-            sql.SQL("SELECT dag_run_id FROM {} WHERE model = %s AND score_date = %s FOR UPDATE").format(
-                tables.ident(tables.staging_schema, "score_leases")
-            ),
+            sql.SQL("SELECT dag_run_id FROM {} WHERE model = %s AND score_date = %s FOR UPDATE").format(tables.leases),
             (tables.model, day),
         )
         row = cur.fetchone()
@@ -634,9 +634,7 @@ def publish(
         )
         quarantined = _move_quarantine(cur, tables, consts, shards)
         cur.execute(
-            sql.SQL("DELETE FROM {} WHERE model = %s AND score_date = %s").format(
-                tables.ident(tables.staging_schema, "score_leases")
-            ),
+            sql.SQL("DELETE FROM {} WHERE model = %s AND score_date = %s").format(tables.leases),
             (tables.model, day),
         )
     log.info("published %s.%s (%s)", tables.schema, part, "replaced the previous rows" if replaced else "new day")

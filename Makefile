@@ -13,7 +13,8 @@ help:
 	@echo "make down    stop everything 'make run' started"
 	@echo "make logs    where the logs are"
 	@echo "make status  which services are running"
-	@echo "make bench   scoring benchmark: our path vs to_sql, predict-only and raw COPY (ROWS=1000000)"
+	@echo "make bench   benchmarks (ROWS=1000000): scoring vs to_sql, predict-only and raw COPY;"
+	@echo "             drift on a seeded sample vs Evidently on every row"
 
 $(STAMP): requirements.txt constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,6 +37,7 @@ ROWS ?= 1000000
 RSS_ROWS ?= 5000000
 bench: venv
 	$(PY) bench/scoring.py --rows $(ROWS) --rss-rows $(RSS_ROWS)
+	$(PY) bench/drift.py --rows $(ROWS)
 
 logs:
 	@$(PY) scripts/stack.py logs

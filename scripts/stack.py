@@ -98,6 +98,10 @@ class Stack:
     def work_root(self) -> str:
         return os.environ.get("NIGHTSHIFT_WORK_ROOT", (self.home / "data" / "work").as_uri())
 
+    @property
+    def reports_root(self) -> str:
+        return os.environ.get("NIGHTSHIFT_REPORTS_ROOT", (self.home / "data" / "reports").as_uri())
+
     def db(self, purpose: str) -> str:
         return f"{self.db_prefix}_{purpose}"
 
@@ -369,6 +373,7 @@ def airflow_env(stack: Stack, server_url: str) -> dict[str, str]:
             "NIGHTSHIFT_MLFLOW_UI_URL": stack.mlflow_url,
             "NIGHTSHIFT_LANDING_ROOT": stack.landing_root,
             "NIGHTSHIFT_WORK_ROOT": stack.work_root,
+            "NIGHTSHIFT_REPORTS_ROOT": stack.reports_root,
             "MLFLOW_TRACKING_URI": stack.mlflow_url,
         }
     )
@@ -539,11 +544,14 @@ class AirflowApi:
         logical_date: str | None = None,
         run_id: str | None = None,
     ) -> str:
-        self.call("PATCH", f"/api/v2/dags/{dag_id}?update_mask=is_paused", {"is_paused": False})
+        self.unpause(dag_id)
         body: dict[str, Any] = {"logical_date": logical_date, "conf": conf or {}}
         if run_id:
             body["dag_run_id"] = run_id
         return self.call("POST", f"/api/v2/dags/{dag_id}/dagRuns", body)["dag_run_id"]
+
+    def unpause(self, dag_id: str) -> None:
+        self.call("PATCH", f"/api/v2/dags/{dag_id}?update_mask=is_paused", {"is_paused": False})
 
     def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 1800) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
@@ -645,7 +653,7 @@ def training_summary(stack: Stack, run_id: str) -> dict[str, Any]:
     return out
 
 
-SCORING_DAYS = 3  # `make run` scores the last three sample days
+SCORING_DAYS = 3  # `make run` scores the last three sample days, and the last day whose labels have landed
 ANALYST_LOGIN = "analyst"
 ANALYST_QUERY = (
     "SELECT customer_id, round(score::numeric, 3) AS score, score_date FROM {schema}.{model}_latest_scores "
@@ -726,7 +734,70 @@ def run(stack: Stack) -> int:
     print_summary(stack, dag_id, run_id, result["state"], summary, errors)
     if result["state"] != "success" or not summary.get("champion_version"):
         return 1
-    return run_scoring(stack, api, [today - timedelta(days=i) for i in reversed(range(SCORING_DAYS))])
+    from include.nightshift.spec import load_model
+
+    labelled = today - timedelta(days=load_model(stack.model).target.label_delay_days)
+    days = [labelled] + [today - timedelta(days=i) for i in reversed(range(SCORING_DAYS))]
+    # The monitoring DAG runs on each published day (Asset-triggered): switch it on before scoring.
+    api.wait_for_dag(f"{stack.model}_monitoring")
+    api.unpause(f"{stack.model}_monitoring")
+    started = datetime.now(UTC)
+    failed = run_scoring(stack, api, days)
+    if failed:
+        return failed
+    return run_monitoring_summary(stack, days, started)
+
+
+def run_monitoring_summary(stack: Stack, days: list[date], since: datetime, timeout: float = 600) -> int:
+    """Wait for the Asset-triggered monitoring runs of ``days`` and print drift and realised performance."""
+    import psycopg2
+
+    server = ensure_postgres(stack)
+    deadline = time.monotonic() + timeout
+    found: dict[date, tuple[Any, ...]] = {}
+    conn = psycopg2.connect(warehouse_url(stack, server))
+    conn.autocommit = True
+    try:
+        while len(found) < len(days) and time.monotonic() < deadline:
+            with conn.cursor() as cur:
+                cur.execute("SELECT to_regclass('monitoring.drift_runs')")
+                if cur.fetchone()[0]:
+                    cur.execute(
+                        "SELECT score_date, drifted_features, features, drift_share, drifted, report_uri "
+                        "FROM monitoring.drift_runs WHERE model = %s AND computed_at >= %s AND score_date = ANY(%s)",
+                        (stack.model, since, days),
+                    )
+                    found = {r[0]: r for r in cur.fetchall()}
+            if len(found) < len(days):
+                time.sleep(3)
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT score_date, labelled_rows, roc_auc, precision, recall, calibration_error, holdout_roc_auc "
+                "FROM monitoring.performance WHERE model = %s AND computed_at >= %s ORDER BY score_date",
+                (stack.model, since),
+            )
+            performance = cur.fetchall()
+    finally:
+        conn.close()
+    dag_id = f"{stack.model}_monitoring"
+    lines = ["", "=" * 78, f" Nightshift: {dag_id} (runs on each published day)"]
+    for day in days:
+        if day not in found:
+            lines.append(f"   {day}      no drift result within {timeout:.0f} s: see the {dag_id} runs in the UI")
+            continue
+        _, drifted, features, share, names, report = found[day]
+        which = f" ({', '.join(names)})" if names else ""
+        lines.append(f"   {day}      drift in {drifted} of {features} features (share {share:.2f}){which}")
+    if found:
+        lines.append(f"   report          {found[max(found)][5]}")
+    for day, n, auc, precision, recall, ece, holdout in performance:
+        lines.append(
+            f"   {day}      realised on {n:,} labels: roc_auc {auc:.3f} (holdout {holdout or float('nan'):.3f}), "
+            f"precision {precision:.3f}, recall {recall:.3f}, calibration error {ece:.3f}"
+        )
+    lines += ["   tables          monitoring.drift_runs, drift_features, performance, alerts", "=" * 78]
+    print("\n".join(lines), flush=True)
+    return 0 if len(found) == len(days) else 1
 
 
 def run_scoring(stack: Stack, api: AirflowApi, days: list[date]) -> int:

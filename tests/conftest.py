@@ -11,9 +11,10 @@ from __future__ import annotations
 import os
 import socket
 import sys
+from contextlib import contextmanager
 from datetime import date, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -24,6 +25,8 @@ DATA_END = date(2026, 11, 20)
 DATA_DAYS = 42
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from scripts.stack import Stack
 
 
@@ -31,6 +34,40 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+class Inbox:
+    """An aiosmtpd handler that keeps every message a real SMTP session delivered to it."""
+
+    def __init__(self) -> None:
+        self.messages: list = []
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's hook name
+        self.messages.append(envelope)
+        return "250 OK"
+
+    def mails(self) -> list:
+        from email import message_from_bytes, policy
+
+        return [message_from_bytes(m.content, policy=policy.default) for m in self.messages]
+
+    def about(self, run_id: str) -> list:
+        """The mails whose body names ``run_id``."""
+        return [m for m in self.mails() if run_id in m.get_body(("plain", "html")).get_content()]
+
+
+@contextmanager
+def smtp_server() -> Iterator[tuple[Any, Inbox]]:
+    """A real SMTP server on a free loopback port: (aiosmtpd controller, its inbox)."""
+    from aiosmtpd.controller import Controller
+
+    inbox = Inbox()
+    controller = Controller(inbox, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    try:
+        yield controller, inbox
+    finally:
+        controller.stop()
 
 
 def _test_stack() -> Stack:

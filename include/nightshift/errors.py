@@ -30,5 +30,9 @@ class NoChampionError(NightshiftError):
     """The registry holds no ``@champion`` version for the model."""
 
 
+class NotPublishedYetError(NightshiftError):
+    """Monitoring was asked about a day whose scores are not published (yet): retried, as they may be on the way."""
+
+
 # Failures that retrying cannot fix.
 FINAL_ERRORS: tuple[type[Exception], ...] = (SpecError, ParamsError, DataValidationError, NoChampionError)

@@ -285,3 +285,36 @@ def promote(client: MlflowClient, spec: ModelSpec, version: str, tags: dict[str,
     client.set_registered_model_alias(spec.name, CHAMPION, version)
     log.info("@%s of %s moved from version %s to %s", CHAMPION, spec.name, prev_version, version)
     return prev_version
+
+
+REFERENCE_ARTIFACT = "reference/reference.parquet"
+
+
+def load_reference(client: MlflowClient, run_id: str) -> pd.DataFrame:
+    """The monitoring reference saved with a model version at training time (a sample of its training data)."""
+    import tempfile
+
+    import pandas as pd
+    from mlflow.exceptions import MlflowException
+
+    from include.nightshift.errors import DataValidationError
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = client.download_artifacts(run_id, REFERENCE_ARTIFACT, tmp)
+        except (MlflowException, OSError) as exc:
+            raise DataValidationError(
+                f"MLflow run {run_id} has no {REFERENCE_ARTIFACT} (the drift reference saved at training): {exc}"
+            ) from exc
+        return pd.read_parquet(path)
+
+
+def holdout_metrics(client: MlflowClient, run_id: str) -> dict[str, float]:
+    """The holdout metrics a version was trained with (``holdout_<metric>`` in its run), by metric name."""
+    metrics = client.get_run(run_id).data.metrics
+    return {k.removeprefix("holdout_"): v for k, v in metrics.items() if k.startswith("holdout_")}
+
+
+def log_report(client: MlflowClient, run_id: str, local_path: str, artifact_path: str) -> None:
+    """Attach a monitoring report to the run that trained the version being monitored."""
+    client.log_artifact(run_id, local_path, artifact_path=artifact_path)

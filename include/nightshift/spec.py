@@ -51,6 +51,14 @@ def check_safe_name(value: str, what: str = "name") -> str:
     return value
 
 
+def non_negative_metrics(v: dict[str, float], key: str) -> dict[str, float]:
+    """``v`` if every allowed change in it is >= 0, else ``ValueError`` naming ``key.<metric>``."""
+    for metric, allowed in v.items():
+        if allowed < 0:
+            raise ValueError(f"{key}.{metric} is {allowed}; it must be >= 0")
+    return v
+
+
 SafeName = Annotated[str, Field(description=SAFE_NAME_RULE)]
 
 
@@ -146,13 +154,7 @@ class Gate(_Frozen):
     floors: dict[Metric, float] = Field(default_factory=dict)
     max_regression: dict[Metric, float] = Field(default_factory=dict)
 
-    @field_validator("max_regression")
-    @classmethod
-    def _non_negative(cls, v: dict[str, float]) -> dict[str, float]:
-        for metric, allowed in v.items():
-            if allowed < 0:
-                raise ValueError(f"max_regression.{metric} is {allowed}; it must be >= 0")
-        return v
+    _non_negative = field_validator("max_regression")(lambda cls, v: non_negative_metrics(v, "max_regression"))
 
 
 class Schedules(_Frozen):
@@ -182,6 +184,48 @@ class Scoring(_Frozen):
     _schema_ok = field_validator("schema_name")(lambda cls, v: check_safe_name(v, "scoring.schema"))
 
 
+class Monitoring(_Frozen):
+    """Drift and realised-performance monitoring, and when they ask for retraining."""
+
+    # Evidently reads at most this many rows of the day (an even, seeded sample; the whole day if smaller).
+    sample_rows: int = Field(default=100_000, ge=1_000)
+    # Retrain when at least this share of the features drift (Evidently's per-feature verdicts).
+    drift_share: float = Field(default=0.3, gt=0.0, le=1.0)
+    # Realised metrics (once labels land) below these floors ask for retraining ...
+    performance_floors: dict[Metric, float] = Field(default_factory=dict)
+    # ... and so does a fall of more than this below the champion's own holdout metric.
+    max_decay: dict[Metric, float] = Field(default_factory=dict)
+    # A labelled day needs at least this many scored rows with labels to be judged.
+    min_labelled_rows: int = Field(default=200, ge=10)
+    # On-call is told when the day's scores are not published this long after the run was queued.
+    scores_due_minutes: int | None = Field(default=120, ge=1, le=24 * 60)
+
+    _non_negative = field_validator("max_decay")(lambda cls, v: non_negative_metrics(v, "max_decay"))
+
+
+class Alerts(_Frozen):
+    """Who hears about failures. Mail needs the Airflow connection ``nightshift_smtp``; Slack needs
+    ``nightshift_slack`` (a Slack incoming-webhook connection). Every alert is also a row in
+    ``monitoring.alerts`` and a line in the task log."""
+
+    email_to: tuple[str, ...] = ()
+
+    @field_validator("email_to")
+    @classmethod
+    def _emails(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for address in v:
+            if not re.fullmatch(r"[^@\s,;]+@[^@\s,;]+\.[^@\s,;]+", address):
+                raise ValueError(f"alerts.email_to: {address!r} is not an e-mail address")
+        return v
+
+
+class Runs(_Frozen):
+    """How Airflow retries this model's tasks."""
+
+    retries: int = Field(default=2, ge=0, le=10)
+    retry_delay_seconds: int = Field(default=120, ge=1, le=3600)
+
+
 class ModelSpec(_Frozen):
     """A model, as declared in ``include/models/<name>.yaml``."""
 
@@ -197,6 +241,9 @@ class ModelSpec(_Frozen):
     gate: Gate = Gate()
     schedules: Schedules = Schedules()
     scoring: Scoring = Scoring()
+    monitoring: Monitoring = Monitoring()
+    alerts: Alerts = Alerts()
+    runs: Runs = Runs()
 
     _name_ok = field_validator("name")(lambda cls, v: check_safe_name(v, "model name"))
     _key_ok = field_validator("entity_key")(lambda cls, v: check_safe_name(v, "entity_key"))

@@ -10,12 +10,18 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import DAG, Asset, Param
-from airflow.timetables.trigger import CronTriggerTimetable
+from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param
+from airflow.sdk.definitions.deadline import AsyncCallback, DeadlineAlert, DeadlineReference
 
 from include.nightshift.errors import SpecError
 from include.nightshift.spec import ALGORITHMS, ModelSpec, load_spec, models_dir
-from nightshift_airflow.notifiers import FailureAlert
+from nightshift_airflow.notifiers import FailureAlert, RunFailureAlert, scores_deadline_missed
+from nightshift_airflow.operators.monitoring import (
+    CheckDriftOperator,
+    RealisedPerformanceOperator,
+    RequestRetrainingOperator,
+    ResolveMonitoringRunOperator,
+)
 from nightshift_airflow.operators.scoring import (
     AssembleScoresOperator,
     PublishScoresOperator,
@@ -51,6 +57,7 @@ LANDING_ROOT = "{{ var.value.nightshift_landing_root }}"
 TRAINING_POOL = "nightshift_training"  # declared in airflow_settings.yaml
 SCORING_POOL = "nightshift_scoring"
 WORK_ROOT = "{{ var.value.nightshift_work_root }}"
+REPORTS_ROOT = "{{ var.value.nightshift_reports_root }}"
 
 
 def champion_asset(model: str) -> Asset:
@@ -63,32 +70,47 @@ def scores_asset(model: str) -> Asset:
     return Asset(name=f"{model}_scores", uri=f"nightshift://scores/{model}", group="scores")
 
 
+def retraining_asset(model: str) -> Asset:
+    """The Asset the monitoring DAG updates when drift or decay asks for retraining; it schedules training."""
+    return Asset(name=f"{model}_retraining", uri=f"nightshift://models/{model}/retraining", group="model")
+
+
 def default_args(spec: ModelSpec) -> dict[str, Any]:
+    """Every task: the spec's retries, and the on-call alert on its final failure (not on retries)."""
     return {
         "owner": spec.owner,
-        "retries": 2,
-        "retry_delay": timedelta(minutes=2),
+        "retries": spec.runs.retries,
+        "retry_delay": timedelta(seconds=spec.runs.retry_delay_seconds),
         "retry_exponential_backoff": True,
-        "on_failure_callback": [FailureAlert()],
+        "on_failure_callback": [FailureAlert(spec.name, spec.alerts.email_to)],
     }
 
 
 def model_dag(
-    spec: ModelSpec, kind: str, description: str, doc: str, params: dict[str, Param], max_active_runs: int
+    spec: ModelSpec,
+    kind: str,
+    description: str,
+    doc: str,
+    params: dict[str, Param],
+    max_active_runs: int,
+    schedule: Any = None,
+    **kwargs: Any,
 ) -> DAG:
-    """The DAG ``<model>_<kind>`` with what every model DAG shares: schedule, tags, defaults, timeout."""
+    """The DAG ``<model>_<kind>`` with what every model DAG shares: schedule, tags, defaults, alerts, timeout."""
     return DAG(
         dag_id=f"{spec.name}_{kind}",
         dag_display_name=f"{spec.name}: {kind}",
         description=description,
         doc_md=doc,
-        schedule=cron(getattr(spec.schedules, kind)),
+        schedule=schedule if schedule is not None else cron(getattr(spec.schedules, kind)),
         catchup=False,
         max_active_runs=max_active_runs,
         tags=["nightshift", kind, f"model:{spec.name}", *spec.tags],
         params=params,
         default_args=default_args(spec),
+        on_failure_callback=[RunFailureAlert(spec.name, spec.alerts.email_to)],
         dagrun_timeout=timedelta(hours=3),
+        **kwargs,
     )
 
 
@@ -105,8 +127,9 @@ the current `@champion`, registers the challenger (alias `challenger`), and appl
 floors {floors}, largest regression against the champion {regression}. When the gate passes,
 `@champion` moves to the new version and the Asset `{name}_champion` is updated.
 
-**Schedule:** `{schedule}` (UTC), or trigger with the form. Leave everything empty for the usual
-run: the window ends on the last day whose labels have landed ({delay} days ago).
+**Schedule:** `{schedule}` (UTC), whenever `{name}_monitoring` requests retraining (Asset
+`{name}_retraining`: drift or performance decay), or trigger with the form. Leave everything empty
+for the usual run: the window ends on the last day whose labels have landed ({delay} days ago).
 
 **Inputs:** `{features_uri}`, `{labels_uri}` ({{root}} = Variable `nightshift_landing_root`).
 **Outputs:** MLflow experiment `nightshift-{name}`, registered model `{name}`.
@@ -158,7 +181,11 @@ def training_dag(spec: ModelSpec) -> DAG:
             description="Required with 'Force promotion'; recorded on the model version.",
         ),
     }
-    with model_dag(spec, "training", f"Train, gate and promote {spec.name}", doc, params, max_active_runs=1) as dag:
+    timetable = cron(spec.schedules.training)
+    asset = retraining_asset(spec.name)
+    schedule = AssetOrTimeSchedule(timetable=timetable, assets=[asset]) if timetable else [asset]
+    description = f"Train, gate and promote {spec.name}"
+    with model_dag(spec, "training", description, doc, params, max_active_runs=1, schedule=schedule) as dag:
         m = spec.name
         resolve = ResolveTrainingRunOperator(task_id="resolve_run", model=m)
         raw = {
@@ -226,7 +253,8 @@ record batches and loads them with COPY into a staging table ({shard_rows:,} row
 validates the loaded rows in the database (GX suite `{name}_scored_output`), then swaps them in as the
 day's partition of `{schema}.{name}_scores` in one transaction and updates the Asset `{name}_scores`.
 Rows breaking a row rule go to `{schema}.{name}_quarantine`; above {max_q:.1%} of the day the run fails
-and publishes nothing.
+and publishes nothing. **Deadline:** on-call is told when a run has not finished {due} minutes after
+it was queued (`monitoring.scores_due_minutes`).
 
 **Schedule:** `{schedule}` (UTC), scoring the features of the run's date. **Re-run a day:** trigger with
 `run_date`; the day's rows are replaced atomically. Two runs for one date never interleave: the second
@@ -246,6 +274,7 @@ def scoring_dag(spec: ModelSpec) -> DAG:
         shard_rows=spec.scoring.shard_rows,
         schema=spec.scoring.schema_name,
         max_q=spec.scoring.max_quarantine_fraction,
+        due=spec.monitoring.scores_due_minutes or "(no deadline)",
         schedule=spec.schedules.scoring,
         owner=spec.owner,
     )
@@ -260,7 +289,19 @@ def scoring_dag(spec: ModelSpec) -> DAG:
     }
     # Several dates may be scored at once (a backfill); one date is never written by two runs (the lease).
     description = f"Score {spec.name} with @champion into PostgreSQL"
-    with model_dag(spec, "scoring", description, doc, params, max_active_runs=3) as dag:
+    due = spec.monitoring.scores_due_minutes
+    deadline = (
+        DeadlineAlert(
+            reference=DeadlineReference.DAGRUN_QUEUED_AT,
+            interval=timedelta(minutes=due),
+            callback=AsyncCallback(
+                scores_deadline_missed, kwargs={"model": spec.name, "email_to": list(spec.alerts.email_to)}
+            ),
+        )
+        if due
+        else None
+    )
+    with model_dag(spec, "scoring", description, doc, params, max_active_runs=3, deadline=deadline) as dag:
         m = spec.name
         resolve = ResolveScoringRunOperator(task_id="resolve_run", model=m, landing_root=LANDING_ROOT)
         run = resolve.output["run"]
@@ -286,6 +327,71 @@ def scoring_dag(spec: ModelSpec) -> DAG:
     return dag
 
 
+MONITORING_DOC = """
+### {name} monitoring
+
+**What it does:** for each newly published day of `{schema}.{name}_scores` (Asset `{name}_scores`),
+compares the day's features `{features_uri}` with the reference sample saved with the model version
+that scored it: an Evidently report (data drift preset and data summary) on a seeded sample of at
+most {sample_rows:,} rows, saved under `{{reports root}}/{name}/drift/date=<day>/` and in that
+version's MLflow run, with per-feature verdicts in `monitoring.drift_features` and a summary in
+`monitoring.drift_runs`. When the labels of the day scored {delay} days earlier have landed, it
+measures those scores (ROC AUC, PR AUC, precision, recall, Brier score, calibration error) into
+`monitoring.performance`.
+
+**Retraining:** when at least {drift_share:.0%} of the features drift, or realised performance breaks
+`monitoring.performance_floors` {floors} or falls more than `monitoring.max_decay` {decay} below the
+model's holdout, `request_retraining` tells on-call and updates the Asset `{name}_retraining`,
+which schedules `{name}_training`. Otherwise it is skipped.
+
+**Re-run a day:** trigger with `score_date`; the day's rows and report are replaced.
+**Owner:** {owner}. **Runbook:** `docs/runbook.md`.
+"""
+
+
+def monitoring_dag(spec: ModelSpec) -> DAG:
+    """The ``<model>_monitoring`` DAG, scheduled on the model's scores Asset."""
+    doc = MONITORING_DOC.format(
+        name=spec.name,
+        schema=spec.scoring.schema_name,
+        features_uri=spec.landing.features_uri,
+        sample_rows=spec.monitoring.sample_rows,
+        delay=spec.target.label_delay_days,
+        drift_share=spec.monitoring.drift_share,
+        floors=dict(spec.monitoring.performance_floors),
+        decay=dict(spec.monitoring.max_decay),
+        owner=spec.owner,
+    )
+    params = {
+        "score_date": Param(
+            None,
+            type=["null", "string"],
+            format="date",
+            title="Scored day",
+            description="The published day to monitor again. Empty: the days just published (or the latest).",
+        ),
+    }
+    description = f"Drift and realised performance of {spec.name}; requests retraining"
+    with model_dag(
+        spec, "monitoring", description, doc, params, max_active_runs=1, schedule=[scores_asset(spec.name)]
+    ) as dag:
+        m = spec.name
+        resolve = ResolveMonitoringRunOperator(task_id="resolve_run", model=m, landing_root=LANDING_ROOT)
+        drift = CheckDriftOperator.partial(task_id="drift", model=m, reports_root=REPORTS_ROOT).expand(
+            day=resolve.output
+        )
+        performance = RealisedPerformanceOperator.partial(task_id="performance", model=m).expand(day=resolve.output)
+        request = RequestRetrainingOperator(
+            task_id="request_retraining",
+            model=m,
+            drift=drift.output,
+            performance=performance.output,
+            outlets=[retraining_asset(m)],
+        )
+        resolve >> [drift, performance] >> request
+    return dag
+
+
 def invalid_spec_dag(path: Path, error: SpecError) -> DAG:
     """A DAG that shows a broken spec in the UI and fails with its validation message."""
     from airflow.providers.standard.operators.python import PythonOperator
@@ -301,7 +407,8 @@ def invalid_spec_dag(path: Path, error: SpecError) -> DAG:
         catchup=False,
         tags=["nightshift", "invalid-spec"],
         doc_md=f"### Invalid model spec\n\n```\n{error}\n```",
-        default_args={"owner": "nightshift", "retries": 0},
+        default_args={"owner": "nightshift", "retries": 0, "on_failure_callback": [FailureAlert()]},
+        on_failure_callback=[RunFailureAlert()],
     ) as dag:
         PythonOperator(task_id="explain", python_callable=fail, op_args=[str(error)])
     return dag
@@ -317,3 +424,4 @@ def build_all(directory: Path | None = None) -> Iterator[DAG]:
             continue
         yield training_dag(spec)
         yield scoring_dag(spec)
+        yield monitoring_dag(spec)

@@ -30,3 +30,8 @@ class MlflowRunLink(_XComUrlLink):
 class MlflowModelVersionLink(_XComUrlLink):
     name = "MLflow model version"
     url_key = "mlflow_model_version_url"
+
+
+class DriftReportLink(_XComUrlLink):
+    name = "Drift report"
+    url_key = "drift_report_url"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from airflow.plugins_manager import AirflowPlugin
 
 from nightshift_airflow.links import (
+    DriftReportLink,
     MlflowModelVersionLink,
     MlflowRunLink,
 )
@@ -12,4 +13,4 @@ from nightshift_airflow.links import (
 
 class NightshiftPlugin(AirflowPlugin):
     name = "nightshift"
-    operator_extra_links = [MlflowRunLink(), MlflowModelVersionLink()]
+    operator_extra_links = [MlflowRunLink(), MlflowModelVersionLink(), DriftReportLink()]

@@ -35,11 +35,13 @@ def test_every_model_spec_has_its_dags(dagbag):
 
 
 def test_dags_have_owner_tags_docs_and_alerts(dagbag):
-    from nightshift_airflow.notifiers import FailureAlert
+    from nightshift_airflow.notifiers import FailureAlert, RunFailureAlert
 
     for dag_id, dag in dagbag.dags.items():
         assert "nightshift" in dag.tags, dag_id
         assert dag.doc_md and "Owner" in dag.doc_md, dag_id
+        run_callbacks = dag.on_failure_callback or []
+        assert any(isinstance(c, RunFailureAlert) for c in run_callbacks), f"{dag_id} has no run-failure alert"
         for task in dag.tasks:
             assert task.owner not in ("", "airflow"), f"{dag_id}.{task.task_id} has no owner"
             assert task.retries >= 1, f"{dag_id}.{task.task_id} has no retries"
@@ -109,8 +111,9 @@ def test_a_second_spec_file_yields_a_second_set_of_dags(tmp_path):
 
     dags = {d.dag_id: d for d in build_all(tmp_path)}
 
-    assert set(dags) == {"churn_training", "churn_scoring", "upsell_training", "upsell_scoring"}
-    for kind in ("training", "scoring"):
+    kinds = ("training", "scoring", "monitoring")
+    assert set(dags) == {f"{m}_{k}" for m in ("churn", "upsell") for k in kinds}
+    for kind in kinds:
         assert [t.task_id for t in dags[f"upsell_{kind}"].tasks] == [t.task_id for t in dags[f"churn_{kind}"].tasks]
         assert "model:upsell" in dags[f"upsell_{kind}"].tags
 
@@ -138,3 +141,52 @@ def test_every_pool_a_task_uses_is_declared_in_airflow_settings(dagbag):
     used = {t.pool for d in dagbag.dags.values() for t in d.tasks} - {"default_pool"}
     assert used, "the CPU-heavy training tasks should run in a pool"
     assert used <= declared, f"pools used but not declared: {used - declared}"
+
+
+def test_every_task_has_a_runbook_section_the_alert_links_to(dagbag, tmp_path):
+    from include.nightshift.alerts import RUNBOOK, runbook_anchor
+    from nightshift_airflow.factory import build_all
+
+    (tmp_path / "broken.yaml").write_text("name: Broken-Model\n")
+    text = RUNBOOK.read_text()
+    dags = [*dagbag.dags.values(), *build_all(tmp_path)]
+    missing = [
+        f"{d.dag_id}.{t.task_id}"
+        for d in dags
+        for t in d.tasks
+        if f'<a id="{runbook_anchor(d.dag_id, t.task_id)}"></a>' not in text
+    ]
+    assert missing == [], f"docs/runbook.md has no section for {missing}"
+    assert '<a id="scoring-deadline"></a>' in text  # the missed-deadline alert links there
+
+
+def test_scoring_has_the_specs_deadline_and_monitoring_requests_training(dagbag):
+    from datetime import timedelta
+
+    from include.nightshift.spec import load_model
+
+    spec = load_model("churn")
+    scoring = dagbag.dags["churn_scoring"]
+    (deadline,) = scoring.deadline if isinstance(scoring.deadline, list) else [scoring.deadline]
+    assert deadline.interval == timedelta(minutes=spec.monitoring.scores_due_minutes)
+    assert deadline.callback.path == "nightshift_airflow.notifiers.scores_deadline_missed"
+    assert deadline.callback.kwargs["model"] == "churn"
+
+    monitoring = dagbag.dags["churn_monitoring"]
+    assert [a.name for a in monitoring.timetable.asset_condition.objects] == ["churn_scores"]
+    request = monitoring.get_task("request_retraining")
+    assert [a.name for a in request.outlets] == ["churn_retraining"]
+    training = dagbag.dags["churn_training"]
+    assert [a.name for a in training.timetable.asset_condition.objects] == ["churn_retraining"]
+    assert training.timetable.timetable.expression == spec.schedules.training  # and still weekly
+
+
+def test_retries_come_from_the_spec(tmp_path):
+    from include.nightshift.spec import DEFAULT_MODELS_DIR
+    from nightshift_airflow.factory import build_all
+
+    text = (DEFAULT_MODELS_DIR / "churn.yaml").read_text()
+    (tmp_path / "churn.yaml").write_text(text + "\nruns: {retries: 1, retry_delay_seconds: 5}\n")
+    for dag in build_all(tmp_path):
+        for task in dag.tasks:
+            assert (task.retries, task.retry_delay.total_seconds()) == (1, 5), f"{dag.dag_id}.{task.task_id}"

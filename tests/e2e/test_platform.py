@@ -20,6 +20,8 @@ from tests.conftest import ROOT, free_port
 
 pytestmark = pytest.mark.e2e
 
+ONCALL = "ml-oncall@example.com"
+
 
 @pytest.fixture(scope="module")
 def e2e_env():
@@ -40,6 +42,12 @@ def e2e_env():
     import shutil
 
     shutil.rmtree(ROOT / ".local-e2e", ignore_errors=True)
+    # The shipped spec, with quick retries and an on-call address, so that a failure alerts in seconds.
+    models = ROOT / ".local-e2e" / "models"
+    models.mkdir(parents=True)
+    text = (ROOT / "include" / "models" / "churn.yaml").read_text().replace("email_to: []", f"email_to: [{ONCALL}]")
+    (models / "churn.yaml").write_text(text + "\nruns: {retries: 1, retry_delay_seconds: 2}\n")
+    env["NIGHTSHIFT_MODELS_DIR"] = str(models)
     server = (
         os.environ.get("NIGHTSHIFT_DB_URL")
         or f"postgresql://postgres@127.0.0.1:{os.environ.get('NIGHTSHIFT_PG_PORT', '5432')}"
@@ -74,9 +82,16 @@ def test_make_run_twice_trains_promotes_then_gates_against_the_champion(e2e_env)
 
     # ...then the scoring DAG, on the same scheduler, for the last three sample days.
     days = _scored_days(first.stdout)
-    assert len(days) == 3 and all(state == "success" for state, _ in days.values()), first.stdout[-3000:]
+    assert len(days) == 4 and all(state == "success" for state, _ in days.values()), first.stdout[-3000:]
     assert {rows for _, rows in days.values()} == {"2,000"}
     assert "analyst query" in first.stdout
+    # ...and the monitoring DAG, triggered by the scores Asset, for each published day: no drift in
+    # the clean sample, and the realised performance of the day whose labels have landed.
+    drift = [line for line in first.stdout.splitlines() if "drift in 0 of 8 features" in line]
+    assert len(drift) == 4, first.stdout[-3000:]
+    assert "report          file://" in first.stdout
+    (realised,) = [line for line in first.stdout.splitlines() if "realised on" in line]
+    assert float(realised.split("roc_auc ")[1].split()[0]) > 0.7, realised
     first_scores = _warehouse_rows()
     assert {day: n for day, n, _ in first_scores} == {day: 2000 for day in days}
     assert {v for _, _, v in first_scores} == {1}, "scored with the champion, version 1"
@@ -180,6 +195,144 @@ def test_a_failed_run_reports_the_task_and_its_error(e2e_env):
 
     assert list(errors) == ["resolve_run"]
     assert "'force_reason' is empty" in errors["resolve_run"]
+
+
+@pytest.fixture(scope="module")
+def inbox(e2e_env):
+    """A real SMTP server on loopback, configured as the stack's ``nightshift_smtp`` connection."""
+    from scripts import stack as st
+    from tests.conftest import smtp_server
+
+    stack = st.Stack(home=ROOT / ".local-e2e", airflow_port=int(e2e_env["NIGHTSHIFT_AIRFLOW_PORT"]))
+    extra = {"disable_ssl": True, "disable_tls": True, "from_email": "nightshift@example.com", "retry_limit": 1}
+    with smtp_server() as (smtp, keep):
+        st.api_for(stack).call(  # as an admin would, in Admin -> Connections
+            "POST",
+            "/api/v2/connections",
+            {
+                "connection_id": "nightshift_smtp",
+                "conn_type": "smtp",
+                "host": "127.0.0.1",
+                "port": smtp.port,
+                "extra": json.dumps(extra),
+            },
+        )
+        yield keep
+
+
+def test_a_final_failure_alerts_on_call_once_through_the_real_scheduler(e2e_env, inbox):
+    """One mail per final failure (not per retry: apache/airflow#56942), and the DAG-level failure
+    callback fires (apache/airflow#63374), on the pinned Airflow, with the real scheduler and DAG processor."""
+    from scripts import stack as st
+
+    api = st.api_for(st.Stack(home=ROOT / ".local-e2e", airflow_port=int(e2e_env["NIGHTSHIFT_AIRFLOW_PORT"])))
+    # A day that was never scored: resolve_run fails, is retried once (the e2e spec's runs.retries), fails.
+    run_id = api.trigger("churn_monitoring", conf={"score_date": "2020-01-01"})
+    assert api.wait_for_run("churn_monitoring", run_id, timeout=300)["state"] == "failed"
+    (ti,) = [t for t in api.task_instances("churn_monitoring", run_id) if t["task_id"] == "resolve_run"]
+    assert (ti["state"], ti["try_number"]) == ("failed", 2)
+
+    # The DAG-level callback runs in the DAG processor, a little after the run failed.
+    rows = _alerts_for(run_id, until=lambda rs: {r[0] for r in rs} == {"task_failure", "dag_failure"})
+
+    kinds = [r[0] for r in rows]
+    assert kinds.count("task_failure") == 1, rows  # the first try's failure did not alert
+    task = next(r for r in rows if r[0] == "task_failure")
+    assert task[1:4] == ("resolve_run", 2, 1)
+    assert task[4].startswith("no published scores of churn for 2020-01-01")
+    assert task[5] == ["log", "table", "mail"]
+    assert "dag_failure" in kinds, f"the DAG-level failure callback did not fire: {rows}"
+    run = next(r for r in rows if r[0] == "dag_failure")
+    assert "reported by the alerts of resolve_run (try 2)" in run[4]
+    assert run[5] == ["log", "table"], "the run's failure was already told by the task's alert"
+    (mail,) = inbox.about(run_id)
+    assert "churn_monitoring.resolve_run failed" in mail["Subject"]
+    body = mail.get_body(("plain", "html")).get_content()
+    assert "2 of 2" in body and run_id in body and "#monitoring-resolve_run" in body
+
+
+def test_a_killed_task_still_reaches_on_call(e2e_env, inbox):
+    """SIGKILL of a scoring shard's process on its last try: its own failure callback cannot run, so
+    whatever Airflow really fires must tell on-call, once."""
+    import signal
+    import time
+    from datetime import date
+    from pathlib import Path
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from include.nightshift.spec import load_spec
+    from scripts import stack as st
+
+    stack = st.Stack(home=ROOT / ".local-e2e", airflow_port=int(e2e_env["NIGHTSHIFT_AIRFLOW_PORT"]))
+    api = st.api_for(stack)
+    spec = load_spec(Path(e2e_env["NIGHTSHIFT_MODELS_DIR"]) / "churn.yaml")
+    # A big day (2.5M rows, two shards): a clean sample day repeated under new keys.
+    landing = stack.landing_root.removeprefix("file://")
+    source = sorted(Path(landing, "churn", "features").glob("date=*/part-0.parquet"))[-1]
+    day = date(2020, 2, 1)
+    target = Path(spec.landing.features(stack.landing_root, day.isoformat()).removeprefix("file://"))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    base = pq.read_table(source)
+    keys = base.column(spec.entity_key).to_numpy()
+    with pq.ParquetWriter(target, base.schema) as writer:
+        for i in range(1250):
+            copy = base.set_column(0, spec.entity_key, pa.array(keys + (i + 1) * 1_000_000))
+            writer.write_table(copy, row_group_size=250_000)
+    run_id = api.trigger("churn_scoring", conf={"run_date": day.isoformat()})
+
+    killed = []
+    deadline = time.monotonic() + 600
+    while len(killed) < 2 and time.monotonic() < deadline:  # both tries of shard 0 (runs.retries is 1)
+        for ti in api.task_instances("churn_scoring", run_id):
+            if (ti["task_id"], ti["map_index"], ti["state"]) == ("score", 0, "running") and ti.get("pid"):
+                if ti["try_number"] not in {k for k, _ in killed}:
+                    os.kill(ti["pid"], signal.SIGKILL)
+                    killed.append((ti["try_number"], ti["pid"]))
+        if api.call("GET", f"/api/v2/dags/churn_scoring/dagRuns/{urllib.parse.quote(run_id, safe='')}")["state"] in (
+            "failed",
+            "success",
+        ):
+            break
+        time.sleep(0.3)
+    assert [k for k, _ in killed] == [1, 2], killed
+    assert api.wait_for_run("churn_scoring", run_id, timeout=300)["state"] == "failed"
+
+    rows = _alerts_for(run_id, until=lambda rs: any(r[0] == "dag_failure" for r in rs))
+    sent = [r for r in rows if "mail" in r[5]]
+    assert len(sent) == 1, f"on-call must hear about the killed task exactly once: {rows}"
+    assert len(inbox.about(run_id)) == 1
+    if sent[0][0] == "dag_failure":  # no task callback ran for the killed process: the run's callback told
+        assert "no task reported a failure (was a worker killed?)" in sent[0][4]
+
+
+def _alerts_for(run_id: str, until, timeout: float = 120) -> list:
+    """The rows of monitoring.alerts for a run, once ``until(rows)`` holds (or the timeout passes)."""
+    import time
+
+    import psycopg2
+
+    port = os.environ.get("NIGHTSHIFT_PG_PORT", "5432")
+    conn = psycopg2.connect(host="127.0.0.1", port=port, dbname="nse2e_warehouse", user="postgres")
+    conn.autocommit = True
+    rows: list = []
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            with conn.cursor() as cur:
+                cur.execute(
+                    "SELECT kind, task_id, try_number, max_tries, error, channels FROM monitoring.alerts "
+                    "WHERE run_id = %s ORDER BY id",
+                    (run_id,),
+                )
+                rows = cur.fetchall()
+            if until(rows):
+                break
+            time.sleep(2)
+    finally:
+        conn.close()
+    return rows
 
 
 def test_down_stops_everything(e2e_env):

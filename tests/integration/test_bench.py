@@ -33,3 +33,21 @@ def test_scoring_bench_prints_each_method_and_the_ratios(platform):
     # Ours scored every valid row: the same count as the to_sql baseline, which drops the same bad rows.
     counts = {line.split()[0]: line.split()[1] for line in lines if line.startswith(("ours  ", "to_sql"))}
     assert counts["ours"] == counts["to_sql"]
+
+
+def test_drift_bench_prints_both_times_and_the_agreement():
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "drift.py"), "--rows", "40000", "--sample-rows", "10000"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    assert "drift step on 40,000 current rows" in out.stdout
+    assert any(line.startswith("ours ") and "seeded sample of" in line for line in out.stdout.splitlines())
+    assert any(line.startswith("evidently_all ") for line in out.stdout.splitlines())
+    assert "of the time of Evidently on all rows" in out.stdout
+    # The generator drifts charges, contracts and support calls only: both runs say so.
+    assert "verdicts agree on 8 of 8 features" in out.stdout
+    assert "drifted: 4 (sample) / 4 (all rows)" in out.stdout

@@ -12,7 +12,7 @@ from datetime import timedelta
 import pytest
 
 from tests.conftest import DATA_END
-from tests.integration.helpers import run_dag
+from tests.integration.helpers import query, run_dag, train_champion, use_models_dir
 
 pytestmark = pytest.mark.integration
 
@@ -22,8 +22,6 @@ DAY = DATA_END - timedelta(days=1)
 @pytest.fixture(scope="module")
 def models_dir(tmp_path_factory):
     """A models dir with churn, ``scorer`` and ``nochamp`` (same landing data as churn)."""
-    import os
-
     from include.nightshift.spec import DEFAULT_MODELS_DIR
 
     d = tmp_path_factory.mktemp("models")
@@ -33,53 +31,19 @@ def models_dir(tmp_path_factory):
         text = src.replace("\nname: churn\n", f"\nname: {name}\n")
         # Small shards, so that a test day of 30,000 rows is scored by three mapped tasks.
         (d / f"{name}.yaml").write_text(text + "\nscoring:\n  shard_rows: 10000\n  batch_rows: 4000\n")
-    before = os.environ.get("NIGHTSHIFT_MODELS_DIR")
-    os.environ["NIGHTSHIFT_MODELS_DIR"] = str(d)
+    restore = use_models_dir(d)
     yield d
-    if before is None:
-        os.environ.pop("NIGHTSHIFT_MODELS_DIR")
-    else:
-        os.environ["NIGHTSHIFT_MODELS_DIR"] = before
+    restore()
 
 
 @pytest.fixture(scope="module")
 def scorer(models_dir, landing, mlflow_client):
     """The ``scorer`` spec with a trained, promoted ``@champion``."""
-    from include.nightshift import datasets, registry
     from include.nightshift.spec import load_model
-    from include.nightshift.storage import Storage
 
     spec = load_model("scorer")
-    storage = Storage()
-    window = datasets.resolve_window(spec, DATA_END)
-    ts = datasets.build_training_set(
-        spec,
-        datasets.read_partitions(storage, datasets.partition_uris(spec, landing, window.days, "features")),
-        datasets.read_partitions(storage, datasets.partition_uris(spec, landing, window.days, "labels")),
-        window,
-    )
-    trained = registry.train_and_log(mlflow_client, spec, ts, window, "logistic_regression", {})
-    mv = registry.register(mlflow_client, spec, trained.model_uri, trained.model_id, trained.run_id, {})
-    registry.promote(mlflow_client, spec, mv.version, {"nightshift.promotion_reason": "test"})
+    train_champion(mlflow_client, spec, landing, DATA_END)
     return spec
-
-
-@pytest.fixture
-def warehouse(platform):
-    import psycopg2
-
-    from scripts.stack import ensure_postgres
-
-    conn = psycopg2.connect(f"{ensure_postgres(platform)}/{platform.db('warehouse')}")
-    conn.autocommit = True
-    yield conn
-    conn.close()
-
-
-def query(conn, sql, args=None):
-    with conn.cursor() as cur:
-        cur.execute(sql, args)
-        return cur.fetchall()
 
 
 def day_rows(conn, model, day):

@@ -80,6 +80,7 @@ def test_load_project_settings_with_environment(monkeypatch):
     monkeypatch.delenv("NIGHTSHIFT_MLFLOW_UI_URL", raising=False)
     monkeypatch.setenv("NIGHTSHIFT_LANDING_ROOT", "s3://lake/landing")
     monkeypatch.setenv("NIGHTSHIFT_WORK_ROOT", "file:///srv/work")
+    monkeypatch.setenv("NIGHTSHIFT_REPORTS_ROOT", "s3://lake/reports")
 
     settings = airflow_settings.load(SETTINGS)
 
@@ -93,7 +94,11 @@ def test_load_project_settings_with_environment(monkeypatch):
     assert mlflow["conn_extra"] == {"ui_url": "http://127.0.0.1:5000"}
 
     variables = {v["variable_name"]: v["variable_value"] for v in settings["variables"]}
-    assert variables == {"nightshift_landing_root": "s3://lake/landing", "nightshift_work_root": "file:///srv/work"}
+    assert variables == {
+        "nightshift_landing_root": "s3://lake/landing",
+        "nightshift_work_root": "file:///srv/work",
+        "nightshift_reports_root": "s3://lake/reports",
+    }
     assert [p["pool_name"] for p in settings["pools"]] == ["nightshift_training", "nightshift_scoring"]
 
 

@@ -200,6 +200,31 @@ def _delete(path: str):
             id="floor-on-unknown-metric",
         ),
         pytest.param(
+            _set("monitoring.drift_share", 0),
+            ["key 'monitoring.drift_share'", "(got 0)", "greater than 0"],
+            id="drift-share-zero",
+        ),
+        pytest.param(
+            _set("monitoring.max_decay.roc_auc", -0.1),
+            ["key 'monitoring.max_decay'", "max_decay.roc_auc is -0.1", "must be >= 0"],
+            id="negative-max-decay",
+        ),
+        pytest.param(
+            _set("monitoring.sample_rows", 10),
+            ["key 'monitoring.sample_rows'", "(got 10)", "greater than or equal to 1000"],
+            id="drift-sample-too-small",
+        ),
+        pytest.param(
+            _set("alerts.email_to", ["oncall at example.com"]),
+            ["key 'alerts.email_to'", "'oncall at example.com' is not an e-mail address"],
+            id="bad-alert-address",
+        ),
+        pytest.param(
+            _set("runs", {"retries": 20}),
+            ["key 'runs.retries'", "(got 20)", "less than or equal to 10"],
+            id="too-many-retries",
+        ),
+        pytest.param(
             _set("landing.features_uri", "{root}/churn/features/part-0.parquet"),
             ["key 'landing.features_uri'", "'{root}/churn/features/part-0.parquet'", "must contain '{date}'"],
             id="landing-uri-without-date",

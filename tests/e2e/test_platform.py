@@ -269,10 +269,12 @@ def test_a_killed_task_still_reaches_on_call(e2e_env, inbox):
     api = st.api_for(stack)
     spec = load_spec(Path(e2e_env["NIGHTSHIFT_MODELS_DIR"]) / "churn.yaml")
     # A big day (2.5M rows, two shards): a clean sample day repeated under new keys.
-    landing = stack.landing_root.removeprefix("file://")
-    source = sorted(Path(landing, "churn", "features").glob("date=*/part-0.parquet"))[-1]
+    landing = ROOT / ".local-e2e" / "data" / "landing"  # the stack's own, not this process's (tests/conftest.py)
+    sources = sorted(Path(landing, "churn", "features").glob("date=*/part-0.parquet"))
+    assert sources, f"no sample days under {landing}"
+    source = sources[-1]
     day = date(2020, 2, 1)
-    target = Path(spec.landing.features(stack.landing_root, day.isoformat()).removeprefix("file://"))
+    target = Path(spec.landing.features(landing.as_uri(), day.isoformat()).removeprefix("file://"))
     target.parent.mkdir(parents=True, exist_ok=True)
     base = pq.read_table(source)
     keys = base.column(spec.entity_key).to_numpy()
@@ -282,10 +284,11 @@ def test_a_killed_task_still_reaches_on_call(e2e_env, inbox):
             writer.write_table(copy, row_group_size=250_000)
     run_id = api.trigger("churn_scoring", conf={"run_date": day.isoformat()})
 
-    killed = []
+    killed, seen = [], set()
     deadline = time.monotonic() + 600
     while len(killed) < 2 and time.monotonic() < deadline:  # both tries of shard 0 (runs.retries is 1)
         for ti in api.task_instances("churn_scoring", run_id):
+            seen.add((ti["task_id"], ti["map_index"], ti["try_number"], ti["state"], bool(ti.get("pid"))))
             if (ti["task_id"], ti["map_index"], ti["state"]) == ("score", 0, "running") and ti.get("pid"):
                 if ti["try_number"] not in {k for k, _ in killed}:
                     os.kill(ti["pid"], signal.SIGKILL)
@@ -296,7 +299,7 @@ def test_a_killed_task_still_reaches_on_call(e2e_env, inbox):
         ):
             break
         time.sleep(0.3)
-    assert [k for k, _ in killed] == [1, 2], killed
+    assert [k for k, _ in killed] == [1, 2], (killed, sorted(seen, key=str), api.failed_task_errors("churn_scoring", run_id))
     assert api.wait_for_run("churn_scoring", run_id, timeout=300)["state"] == "failed"
 
     rows = _alerts_for(run_id, until=lambda rs: any(r[0] == "dag_failure" for r in rs))

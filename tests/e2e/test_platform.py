@@ -299,7 +299,11 @@ def test_a_killed_task_still_reaches_on_call(e2e_env, inbox):
         ):
             break
         time.sleep(0.3)
-    assert [k for k, _ in killed] == [1, 2], (killed, sorted(seen, key=str), api.failed_task_errors("churn_scoring", run_id))
+    assert [k for k, _ in killed] == [1, 2], (
+        killed,
+        sorted(seen, key=str),
+        api.failed_task_errors("churn_scoring", run_id),
+    )
     assert api.wait_for_run("churn_scoring", run_id, timeout=300)["state"] == "failed"
 
     rows = _alerts_for(run_id, until=lambda rs: any(r[0] == "dag_failure" for r in rs))

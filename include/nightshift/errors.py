@@ -18,6 +18,10 @@ class ParamsError(NightshiftError):
     """A DAG run was triggered with parameters that break a rule."""
 
 
+class RollbackError(ParamsError):
+    """The requested version may not become champion (missing, never validated)."""
+
+
 class DataValidationError(NightshiftError):
     """Input or output data broke a validation rule (a GX suite, a missing partition, too few rows)."""
 

@@ -305,6 +305,19 @@ CREATE TABLE IF NOT EXISTS monitoring.alerts (
     channels text[] NOT NULL DEFAULT '{}',
     UNIQUE (kind, dag_id, run_id, task_id, map_index, try_number)
 );
+CREATE TABLE IF NOT EXISTS monitoring.promotions (
+    id bigserial PRIMARY KEY,
+    moved_at timestamptz NOT NULL DEFAULT now(),
+    model text NOT NULL,
+    from_version text,
+    to_version text NOT NULL,
+    kind text NOT NULL CHECK (kind IN ('gate', 'force', 'rollback')),
+    reason text NOT NULL,
+    requested_by text NOT NULL,
+    approved_by text,
+    dag_id text NOT NULL,
+    run_id text NOT NULL
+);
 COMMENT ON TABLE monitoring.drift_runs IS
     'Nightshift: one row per model and scored day: how many features drifted against the reference';
 COMMENT ON TABLE monitoring.drift_features IS
@@ -313,6 +326,8 @@ COMMENT ON TABLE monitoring.performance IS
     'Nightshift: realised metrics of a scored day once its labels arrived';
 COMMENT ON TABLE monitoring.alerts IS
     'Nightshift: every alert sent to on-call (task failures, missed deadlines, drift, decay)';
+COMMENT ON TABLE monitoring.promotions IS
+    'Nightshift: every move of a model''s @champion alias: from and to which version, why, who asked, who approved';
 """
 
 

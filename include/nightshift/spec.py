@@ -157,6 +157,13 @@ class Gate(_Frozen):
     _non_negative = field_validator("max_regression")(lambda cls, v: non_negative_metrics(v, "max_regression"))
 
 
+class Promotion(_Frozen):
+    """How ``@champion`` may move after the gate passes."""
+
+    approval: bool = False  # True: a person approves each promotion in the Airflow UI first
+    approval_timeout_hours: float = Field(default=24, gt=0, le=24 * 14)  # unanswered: not promoted
+
+
 class Schedules(_Frozen):
     training: str | None = "0 3 * * 1"
     scoring: str | None = "30 4 * * *"
@@ -239,6 +246,7 @@ class ModelSpec(_Frozen):
     target: Target
     training: Training = Training()
     gate: Gate = Gate()
+    promotion: Promotion = Promotion()
     schedules: Schedules = Schedules()
     scoring: Scoring = Scoring()
     monitoring: Monitoring = Monitoring()

@@ -22,6 +22,11 @@ from nightshift_airflow.operators.monitoring import (
     RequestRetrainingOperator,
     ResolveMonitoringRunOperator,
 )
+from nightshift_airflow.operators.promotion import (
+    ApprovePromotionOperator,
+    PromoteChampionOperator,
+    RollbackChampionOperator,
+)
 from nightshift_airflow.operators.scoring import (
     AssembleScoresOperator,
     PublishScoresOperator,
@@ -32,7 +37,6 @@ from nightshift_airflow.operators.training import (
     BuildTrainingSetOperator,
     EvaluateChallengerOperator,
     GateOperator,
-    PromoteChampionOperator,
     RegisterModelOperator,
     ResolveTrainingRunOperator,
     TrainModelOperator,
@@ -102,7 +106,7 @@ def model_dag(
         dag_display_name=f"{spec.name}: {kind}",
         description=description,
         doc_md=doc,
-        schedule=schedule if schedule is not None else cron(getattr(spec.schedules, kind)),
+        schedule=schedule if schedule is not None else cron(getattr(spec.schedules, kind, None)),
         catchup=False,
         max_active_runs=max_active_runs,
         tags=["nightshift", kind, f"model:{spec.name}", *spec.tags],
@@ -236,9 +240,24 @@ def training_dag(spec: ModelSpec) -> DAG:
             evaluation=evaluate.output,
             version=register.output,
         )
-        promote = PromoteChampionOperator(task_id="promote", model=m, decision=gate.output, outlets=[champion_asset(m)])
         resolve >> list(raw.values()) >> build >> checked >> train
-        train >> evaluate >> register >> gate >> promote
+        train >> evaluate >> register >> gate
+        if spec.promotion.approval:
+            approve = ApprovePromotionOperator(
+                task_id="approve_promotion",
+                model=m,
+                decision=gate.output,
+                response_timeout=timedelta(hours=spec.promotion.approval_timeout_hours),
+            )
+            promote = PromoteChampionOperator(
+                task_id="promote", model=m, decision=gate.output, approval=approve.output, outlets=[champion_asset(m)]
+            )
+            gate >> approve >> promote
+        else:
+            promote = PromoteChampionOperator(
+                task_id="promote", model=m, decision=gate.output, outlets=[champion_asset(m)]
+            )
+            gate >> promote
     return dag
 
 
@@ -392,6 +411,48 @@ def monitoring_dag(spec: ModelSpec) -> DAG:
     return dag
 
 
+ROLLBACK_DOC = """
+### {name} rollback
+
+**What it does:** moves `@champion` of the registered model `{name}` back to the version you choose,
+after checking that it exists and was once validated (it passed the gate or held `@champion`
+before). The move is recorded on the model version (tags `nightshift.promotion_*`,
+`nightshift.requested_by`, `nightshift.previous_champion`) and as a row of `monitoring.promotions`
+(who, why, from and to which version), and updates the Asset `{name}_champion`. The next
+`{name}_scoring` run scores with that version; re-run recent days with `run_date` to re-score them.
+
+**Schedule:** none: trigger it with the form (version and reason are required).
+**Inputs:** MLflow registry. **Outputs:** alias `@champion`, `monitoring.promotions`.
+**Owner:** {owner}. **Runbook:** `docs/runbook.md#rollback-rollback`.
+"""
+
+
+def rollback_dag(spec: ModelSpec) -> DAG:
+    """The ``<model>_rollback`` DAG: move ``@champion`` back to a chosen earlier version."""
+    params = {
+        # Nullable with no default, checked by the task: a required empty field disables the form's Trigger.
+        "version": Param(
+            None,
+            type=["null", "integer"],
+            minimum=1,
+            title="Model version",
+            description=f"The registered version of {spec.name} that becomes @champion again (see the MLflow "
+            "registry or monitoring.promotions).",
+        ),
+        "reason": Param(
+            None,
+            type=["null", "string"],
+            title="Reason",
+            description="Why (at least 10 characters): recorded in the registry and in monitoring.promotions.",
+        ),
+    }
+    doc = ROLLBACK_DOC.format(name=spec.name, owner=spec.owner)
+    description = f"Move @champion of {spec.name} back to an earlier version"
+    with model_dag(spec, "rollback", description, doc, params, max_active_runs=1, schedule=None) as dag:
+        RollbackChampionOperator(task_id="rollback", model=spec.name, outlets=[champion_asset(spec.name)])
+    return dag
+
+
 def invalid_spec_dag(path: Path, error: SpecError) -> DAG:
     """A DAG that shows a broken spec in the UI and fails with its validation message."""
     from airflow.providers.standard.operators.python import PythonOperator
@@ -425,3 +486,4 @@ def build_all(directory: Path | None = None) -> Iterator[DAG]:
         yield training_dag(spec)
         yield scoring_dag(spec)
         yield monitoring_dag(spec)
+        yield rollback_dag(spec)

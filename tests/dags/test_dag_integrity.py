@@ -111,7 +111,7 @@ def test_a_second_spec_file_yields_a_second_set_of_dags(tmp_path):
 
     dags = {d.dag_id: d for d in build_all(tmp_path)}
 
-    kinds = ("training", "scoring", "monitoring")
+    kinds = ("training", "scoring", "monitoring", "rollback")
     assert set(dags) == {f"{m}_{k}" for m in ("churn", "upsell") for k in kinds}
     for kind in kinds:
         assert [t.task_id for t in dags[f"upsell_{kind}"].tasks] == [t.task_id for t in dags[f"churn_{kind}"].tasks]
@@ -148,8 +148,11 @@ def test_every_task_has_a_runbook_section_the_alert_links_to(dagbag, tmp_path):
     from nightshift_airflow.factory import build_all
 
     (tmp_path / "broken.yaml").write_text("name: Broken-Model\n")
+    approved = (ROOT / "include" / "models" / "churn.yaml").read_text().replace("approval: false", "approval: true")
+    (tmp_path / "approved.yaml").write_text(approved.replace("name: churn", "name: approved", 1))
     text = RUNBOOK.read_text()
     dags = [*dagbag.dags.values(), *build_all(tmp_path)]
+    assert "approved_training.approve_promotion" in {f"{d.dag_id}.{t.task_id}" for d in dags for t in d.tasks}
     missing = [
         f"{d.dag_id}.{t.task_id}"
         for d in dags

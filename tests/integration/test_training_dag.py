@@ -27,7 +27,17 @@ def _champion(client, name: str):
     return get_alias(client, name, "champion")
 
 
-def test_first_run_promotes_and_records_everything(landing, spec, mlflow_client):
+def _promotions(warehouse, model: str) -> list[tuple]:
+    from tests.integration.helpers import query
+
+    return query(
+        warehouse,
+        "SELECT from_version, to_version, kind, reason, dag_id FROM monitoring.promotions WHERE model = %s ORDER BY id",
+        (model,),
+    )
+
+
+def test_first_run_promotes_and_records_everything(landing, spec, mlflow_client, warehouse):
     from nightshift_airflow.factory import training_dag
 
     result = run_dag(training_dag(spec), DATA_END)
@@ -43,6 +53,10 @@ def test_first_run_promotes_and_records_everything(landing, spec, mlflow_client)
     assert tags["nightshift.promoted_by"].startswith("churn_training/")
     assert json.loads(tags["nightshift.gate_rules"])["floors"]["roc_auc"] == spec.gate.floors["roc_auc"]
     assert "challenger" in champion.aliases
+    assert tags["nightshift.promotion_kind"] == "gate"
+    (move,) = _promotions(warehouse, "churn")
+    assert move[0] is None and move[1:3] == (champion.version, "gate")
+    assert move[3].startswith("gate passed") and move[4] == "churn_training"
 
     run = mlflow_client.get_run(champion.run_id)
     window_end = DATA_END - timedelta(days=spec.target.label_delay_days)
@@ -174,7 +188,7 @@ def test_a_second_spec_gets_working_dags_and_a_rejection_keeps_no_champion(landi
     assert "roc_auc" in mv.tags["nightshift.gate_summary"] and "not >= floor 0.99" in mv.tags["nightshift.gate_summary"]
 
 
-def test_force_promote_with_reason_moves_champion_and_says_why(landing, strict_models, mlflow_client):
+def test_force_promote_with_reason_moves_champion_and_says_why(landing, strict_models, mlflow_client, warehouse):
     from nightshift_airflow.factory import build_all
 
     dags = {d.dag_id: d for d in build_all()}
@@ -187,3 +201,5 @@ def test_force_promote_with_reason_moves_champion_and_says_why(landing, strict_m
     assert champion.tags["nightshift.gate"] == "forced"
     assert champion.tags["nightshift.force_reason"] == reason
     assert "FORCED" in champion.tags["nightshift.promotion_reason"]
+    (move,) = _promotions(warehouse, "churn_strict")
+    assert move[1:3] == (champion.version, "force") and reason in move[3]

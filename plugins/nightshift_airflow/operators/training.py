@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk.exceptions import AirflowSkipException
-
 from nightshift_airflow.links import MlflowModelVersionLink, MlflowRunLink
 from nightshift_airflow.operators.base import NightshiftOperator, run_date, run_slug
 
@@ -299,34 +297,3 @@ class GateOperator(NightshiftOperator):
             "version": str(self.version),
             "champion_version": ev.champion_version,
         }
-
-
-class PromoteChampionOperator(NightshiftOperator):
-    """Move ``@champion`` to the gated version; skipped (with the reason) when the gate rejected it.
-
-    Its outlet Asset event tells downstream DAGs that a new champion exists.
-    """
-
-    template_fields = ("model", "decision")
-    operator_extra_links = (MlflowModelVersionLink(),)
-
-    def __init__(self, *, decision: Any, mlflow_conn_id: str = "mlflow_default", **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.decision = decision
-        self.mlflow_conn_id = mlflow_conn_id
-
-    def run(self, context: Context, spec: ModelSpec) -> dict[str, Any]:
-        from include.nightshift.registry import promote
-        from nightshift_airflow.hooks import MlflowHook
-
-        if not self.decision["passed"]:
-            raise AirflowSkipException(f"champion unchanged: {self.decision['summary']}")
-        hook = MlflowHook(self.mlflow_conn_id)
-        version = self.decision["version"]
-        tags = {
-            "nightshift.promoted_by": f"{context['dag'].dag_id}/{context['run_id']}",
-            "nightshift.promotion_reason": self.decision["summary"][:5000],
-        }
-        previous = promote(hook.get_conn(), spec, version, tags)
-        context["ti"].xcom_push(key=MlflowModelVersionLink.url_key, value=hook.model_version_url(spec.name, version))
-        return {"champion_version": version, "previous_champion": previous}

@@ -43,6 +43,7 @@ VENV_BIN = Path(sys.executable).parent
 log = logging.getLogger("nightshift.stack")
 
 AIRFLOW_SERVICES = ("scheduler", "api-server", "dag-processor", "triggerer")
+EXECUTORS = ("LocalExecutor", "CeleryExecutor")
 TERMINAL = {"success", "failed"}
 # Airflow 3's built-in auth manager: a login page and JWTs for the REST API. Production: see README.
 SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
@@ -65,6 +66,27 @@ class Stack:
     mlflow_port: int = field(default_factory=lambda: int(os.environ.get("NIGHTSHIFT_MLFLOW_PORT", "5000")))
     model: str = field(default_factory=lambda: os.environ.get("NIGHTSHIFT_MODEL", "churn"))
     executor: str = field(default_factory=lambda: os.environ.get("NIGHTSHIFT_EXECUTOR", "LocalExecutor"))
+    # CeleryExecutor only: the Redis broker (one database number per stack keeps stacks apart) and workers.
+    redis_url: str = field(default_factory=lambda: os.environ.get("NIGHTSHIFT_REDIS_URL", "redis://127.0.0.1:6379/0"))
+    celery_workers: int = field(default_factory=lambda: int(os.environ.get("NIGHTSHIFT_CELERY_WORKERS", "2")))
+    celery_concurrency: int = field(default_factory=lambda: int(os.environ.get("NIGHTSHIFT_CELERY_CONCURRENCY", "2")))
+
+    def __post_init__(self) -> None:
+        if self.executor not in EXECUTORS:
+            raise StackError(f"NIGHTSHIFT_EXECUTOR is {self.executor!r}; allowed: {', '.join(EXECUTORS)}")
+        if not 1 <= self.celery_workers <= 8:
+            raise StackError(f"NIGHTSHIFT_CELERY_WORKERS is {self.celery_workers}; allowed: 1 to 8")
+
+    @property
+    def worker_names(self) -> list[str]:
+        """The Celery workers' service names (none with LocalExecutor)."""
+        if self.executor != "CeleryExecutor":
+            return []
+        return [f"celery-worker-{i}" for i in range(1, self.celery_workers + 1)]
+
+    @property
+    def services(self) -> tuple[str, ...]:
+        return (*AIRFLOW_SERVICES, *self.worker_names)
 
     @property
     def run_dir(self) -> Path:
@@ -377,7 +399,40 @@ def airflow_env(stack: Stack, server_url: str) -> dict[str, str]:
             "MLFLOW_TRACKING_URI": stack.mlflow_url,
         }
     )
+    if stack.executor == "CeleryExecutor":
+        env.update(
+            {
+                "AIRFLOW__CELERY__BROKER_URL": stack.redis_url,
+                # Results in the Airflow metadata database (Postgres), not in the broker.
+                "AIRFLOW__CELERY__RESULT_BACKEND": f"db+postgresql://{p.netloc}/{stack.db('airflow')}",
+                "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(stack.celery_concurrency),
+            }
+        )
     return env
+
+
+def _redis_answers(url: str) -> bool:
+    import redis
+
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=2).ping())
+    except redis.RedisError:
+        return False
+
+
+def start_celery_workers(stack: Stack, env: dict[str, str]) -> None:
+    """The Celery workers, each with its own name and log-server port (they share this machine)."""
+    if not stack.worker_names:
+        return
+    if not _redis_answers(stack.redis_url):
+        raise StackError(
+            f"CeleryExecutor needs Redis as its broker, and none answers at {_redact(stack.redis_url)}: "
+            "start one or set NIGHTSHIFT_REDIS_URL"
+        )
+    for i, name in enumerate(stack.worker_names, start=1):
+        worker_env = {**env, "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(_side_port(stack.airflow_port, 720 + i))}
+        cmd = [str(VENV_BIN / "airflow"), "celery", "worker", "--celery-hostname", f"{name}@%h"]
+        start_service(stack, name, cmd, worker_env)
 
 
 def _side_port(port: int, offset: int) -> int:
@@ -447,12 +502,13 @@ def prepare_airflow(stack: Stack, env: dict[str, str]) -> None:
 
 
 def start_airflow(stack: Stack, env: dict[str, str]) -> None:
-    running = [n for n in AIRFLOW_SERVICES if service_pid(stack, n)]
+    running = [n for n in stack.services if service_pid(stack, n)]
     if "api-server" not in running and _port_open(stack.airflow_port):
         raise StackError(f"port {stack.airflow_port} is taken by another program; set NIGHTSHIFT_AIRFLOW_PORT")
     prepare_airflow(stack, env)
     for name in AIRFLOW_SERVICES:
         start_service(stack, name, [str(VENV_BIN / "airflow"), name], env)
+    start_celery_workers(stack, env)
     wait_http(
         f"{stack.airflow_url}/api/v2/monitor/health",
         "Airflow API server",
@@ -482,7 +538,8 @@ def _shq(v: str) -> str:
 
 
 def down(stack: Stack) -> None:
-    for name in (*reversed(AIRFLOW_SERVICES), "mlflow"):
+    workers = sorted(p.stem for p in stack.run_dir.glob("celery-worker-*.pid")) if stack.run_dir.exists() else []
+    for name in (*workers, *reversed(AIRFLOW_SERVICES), "mlflow"):
         stop_service(stack, name)
     marker = stack.run_dir / "postgres.local"
     if marker.exists():
@@ -881,8 +938,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("command", choices=["up", "run", "down", "logs", "env", "status"])
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    stack = Stack()
     try:
+        stack = Stack()
         if args.command == "up":
             up(stack)
             print(
@@ -902,7 +959,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "env":
             print((stack.home / "env.sh").read_text() if (stack.home / "env.sh").exists() else "# run `make run` first")
         elif args.command == "status":
-            for name in (*AIRFLOW_SERVICES, "mlflow"):
+            for name in (*stack.services, "mlflow"):
                 pid = service_pid(stack, name)
                 print(f"{name:14s} {'running, pid ' + str(pid) if pid else 'stopped'}")
     except StackError as exc:

@@ -279,7 +279,10 @@ it was queued (`monitoring.scores_due_minutes`).
 `run_date`; the day's rows are replaced atomically. Two runs for one date never interleave: the second
 waits (retries) until the first is done.
 
-**Analysts:** `{schema}.{name}_scores`, `{schema}.{name}_latest_scores` (role `nightshift_analyst`).
+**Inputs:** `{features_uri}` ({{root}} = Variable `nightshift_landing_root`), the model version
+holding `@champion`. **Outputs:** `{schema}.{name}_scores` (a partition per day),
+`{schema}.{name}_latest_scores`, `{schema}.{name}_quarantine`, Asset `{name}_scores`. Analysts read
+them with the role `nightshift_analyst`.
 **Owner:** {owner}. **Runbook:** `docs/runbook.md`.
 """
 
@@ -363,7 +366,12 @@ measures those scores (ROC AUC, PR AUC, precision, recall, Brier score, calibrat
 model's holdout, `request_retraining` tells on-call and updates the Asset `{name}_retraining`,
 which schedules `{name}_training`. Otherwise it is skipped.
 
-**Re-run a day:** trigger with `score_date`; the day's rows and report are replaced.
+**Schedule:** whenever `{name}_scoring` publishes a day (Asset `{name}_scores`). **Re-run a day:**
+trigger with `score_date`; the day's rows and report are replaced.
+
+**Inputs:** the published scores, `{features_uri}`, the labels, the reference sample in MLflow.
+**Outputs:** `monitoring.drift_runs`, `monitoring.drift_features`, `monitoring.performance`,
+`monitoring.alerts`, the HTML reports (Variable `nightshift_reports_root`), Asset `{name}_retraining`.
 **Owner:** {owner}. **Runbook:** `docs/runbook.md`.
 """
 

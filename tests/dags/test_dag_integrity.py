@@ -49,6 +49,20 @@ def test_dags_have_owner_tags_docs_and_alerts(dagbag):
             assert any(isinstance(c, FailureAlert) for c in callbacks), f"{dag_id}.{task.task_id} has no alert"
 
 
+def test_every_dag_documents_itself_and_every_form_field(dagbag):
+    """The DAG docs say what it does, when it runs, its inputs, outputs and owner; every trigger-form
+    field has a title, a description and a default that passes its own schema."""
+    for dag_id, dag in dagbag.dags.items():
+        for part in ("**What it does:**", "**Schedule:**", "**Inputs:**", "**Outputs:**", "**Owner:**"):
+            assert part in dag.doc_md, f"{dag_id}'s docs have no {part}"
+        dag.params.validate()
+        assert dag.params, f"{dag_id} has no trigger form"
+        for name in dag.params:
+            param = dag.params.get_param(name)
+            assert param.schema.get("title") and param.description, f"{dag_id} param {name} is not described"
+            assert param.schema.get("type"), f"{dag_id} param {name} is untyped"
+
+
 def test_training_params_default_to_a_plain_trigger(dagbag):
     dag = dagbag.dags["churn_training"]
     params = dag.params.validate()  # raises if a default breaks its own schema

@@ -47,6 +47,9 @@ def e2e_env():
     models.mkdir(parents=True)
     text = (ROOT / "include" / "models" / "churn.yaml").read_text().replace("email_to: []", f"email_to: [{ONCALL}]")
     (models / "churn.yaml").write_text(text + "\nruns: {retries: 1, retry_delay_seconds: 2}\n")
+    # A second model on the same data whose promotions need a person's approval (YAML only, no code).
+    approved = text.replace("name: churn", "name: churn_approved", 1).replace("approval: false", "approval: true")
+    (models / "churn_approved.yaml").write_text(approved)
     env["NIGHTSHIFT_MODELS_DIR"] = str(models)
     server = (
         os.environ.get("NIGHTSHIFT_DB_URL")
@@ -312,6 +315,59 @@ def test_a_killed_task_still_reaches_on_call(e2e_env, inbox):
     assert len(inbox.about(run_id)) == 1
     if sent[0][0] == "dag_failure":  # no task callback ran for the killed process: the run's callback told
         assert "no task reported a failure (was a worker killed?)" in sent[0][4]
+
+
+def test_a_promotion_waits_for_approval_and_records_the_approver(e2e_env):
+    """promotion.approval: the run waits in the UI's Required actions; the admin approves over the
+    REST API (as the UI does); @champion moves and monitoring.promotions names who asked and who approved."""
+    import time
+
+    from mlflow import MlflowClient
+
+    from scripts import stack as st
+
+    stack = st.Stack(home=ROOT / ".local-e2e", airflow_port=int(e2e_env["NIGHTSHIFT_AIRFLOW_PORT"]))
+    api = st.api_for(stack)
+    api.wait_for_dag("churn_approved_training")
+    api.unpause("churn_approved_training")
+    run_id = api.trigger("churn_approved_training")
+    quoted = urllib.parse.quote(run_id, safe="")
+
+    deadline, state = time.monotonic() + 600, None
+    while time.monotonic() < deadline and state not in ("awaiting_input", "skipped", "failed"):
+        state = api.task_states("churn_approved_training", run_id).get("approve_promotion")
+        time.sleep(1)
+    assert state == "awaiting_input", api.task_states("churn_approved_training", run_id)
+    base = f"/api/v2/dags/churn_approved_training/dagRuns/{quoted}/taskInstances/approve_promotion/-1"
+    assert api.call("GET", base)["state"] == "awaiting_input"
+    client = MlflowClient(f"http://127.0.0.1:{e2e_env['NIGHTSHIFT_MLFLOW_PORT']}")
+    assert not client.get_registered_model("churn_approved").aliases.get("champion"), "no move before approval"
+
+    answer = api.call("PATCH", f"{base}/hitlDetails", {"chosen_options": ["Approve"]})
+    assert answer["responded_by"]["name"] == "admin"
+    assert api.wait_for_run("churn_approved_training", run_id, timeout=300)["state"] == "success"
+
+    champion = client.get_model_version_by_alias("churn_approved", "champion")
+    assert champion.tags["nightshift.approved_by"] == "admin"
+    rows = _promotions("churn_approved")
+    assert rows == [(None, champion.version, "gate", "admin", "admin", run_id)], rows
+
+
+def _promotions(model: str) -> list:
+    import psycopg2
+
+    port = os.environ.get("NIGHTSHIFT_PG_PORT", "5432")
+    conn = psycopg2.connect(host="127.0.0.1", port=port, dbname="nse2e_warehouse", user="postgres")
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT from_version, to_version, kind, requested_by, approved_by, run_id FROM monitoring.promotions "
+                "WHERE model = %s ORDER BY id",
+                (model,),
+            )
+            return cur.fetchall()
+    finally:
+        conn.close()
 
 
 def _alerts_for(run_id: str, until, timeout: float = 120) -> list:

@@ -70,6 +70,29 @@ def smtp_server() -> Iterator[tuple[Any, Inbox]]:
         controller.stop()
 
 
+@contextmanager
+def s3_server(bucket: str) -> Iterator[str]:
+    """moto's S3 in server mode on a free loopback port, with ``bucket`` created; yields the endpoint URL."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            region_name="us-east-1",
+        ).create_bucket(Bucket=bucket)
+        yield endpoint
+    finally:
+        server.stop()
+
+
 def _test_stack() -> Stack:
     from scripts.stack import Stack
 

@@ -37,8 +37,21 @@ class Storage:
         if parsed.scheme == "file":
             return pafs.LocalFileSystem(), unquote(parsed.path)
         if parsed.scheme == "s3":
-            return pafs.S3FileSystem(**self.s3_options), f"{parsed.netloc}{unquote(parsed.path)}"
+            return pafs.S3FileSystem(**self._s3_options()), f"{parsed.netloc}{unquote(parsed.path)}"
         raise ValueError(f"unsupported URI {uri!r}: only file:// and s3:// are supported")
+
+    def _s3_options(self) -> dict[str, Any]:
+        """The options, plus the AWS SDKs' standard endpoint variables when no endpoint is given.
+
+        boto3 and the MLflow server read ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL`` (S3-compatible
+        stores, MinIO, moto); pyarrow does not, so one setting would otherwise point clients apart.
+        """
+        options = dict(self.s3_options)
+        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        if endpoint and "endpoint_override" not in options:
+            options["endpoint_override"] = endpoint
+            options.setdefault("scheme", "https" if endpoint.startswith("https") else "http")
+        return options
 
     def exists(self, uri: str) -> bool:
         import pyarrow.fs as pafs

@@ -1,9 +1,13 @@
-"""Scale-out: the embedded stack on CeleryExecutor (Redis broker, Postgres result backend) with two
-named workers, a real scheduler and API server. A day big enough for four shards is scored; the
-shards ran on both workers and the day is in Postgres exactly once."""
+"""Scale-out as in production: the embedded stack on CeleryExecutor (Redis broker, Postgres result
+backend) with two named workers, a real scheduler and API server, and every file on S3 (moto's S3 in
+server mode on loopback): landing data, work files, MLflow artifacts and drift reports.
+
+Land on S3 -> train -> score a day big enough for four shards -> drift report on S3. The shards ran
+on both workers and the day is in Postgres exactly once."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -19,12 +23,20 @@ pytestmark = pytest.mark.e2e
 
 HOME = ROOT / ".local-celery"
 REDIS_URL = "redis://127.0.0.1:6379/7"  # its own database number: no other stack's tasks
+BUCKET = "nightshift-lake"
 TODAY = date(2026, 11, 20)
 BIG_DAY = date(2026, 12, 1)  # 40,000 rows: four shards of 10,000
 
 
 @pytest.fixture(scope="module")
 def celery_stack():
+    from tests.conftest import s3_server
+
+    with s3_server(BUCKET) as endpoint:
+        yield from _stack(endpoint)
+
+
+def _stack(endpoint: str):
     import shutil
 
     import redis
@@ -34,7 +46,14 @@ def celery_stack():
     from include.nightshift.spec import load_spec
     from scripts import stack as st
 
+    aws = {
+        "AWS_ENDPOINT_URL": endpoint,  # boto3, the MLflow server and our Storage read it
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "NIGHTSHIFT_", "MLFLOW_"))}
+    env.update(aws)
     env.update(
         {
             "NIGHTSHIFT_HOME": str(HOME),
@@ -45,6 +64,19 @@ def celery_stack():
             "NIGHTSHIFT_CELERY_WORKERS": "2",
             "NIGHTSHIFT_CELERY_CONCURRENCY": "1",  # a busy worker takes no second task: both must work
             "NIGHTSHIFT_REDIS_URL": REDIS_URL,
+            "NIGHTSHIFT_LANDING_ROOT": f"s3://{BUCKET}/landing",
+            "NIGHTSHIFT_WORK_ROOT": f"s3://{BUCKET}/work",
+            "NIGHTSHIFT_REPORTS_ROOT": f"s3://{BUCKET}/reports",
+            "NIGHTSHIFT_ARTIFACTS_URI": f"s3://{BUCKET}/mlflow",
+            # The tasks' S3 credentials, as an admin would set the connection (Amazon provider's format).
+            "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(
+                {
+                    "conn_type": "aws",
+                    "login": "testing",
+                    "password": "testing",
+                    "extra": {"endpoint_url": endpoint, "region_name": "us-east-1"},
+                }
+            ),
         }
     )
     for key in ("NIGHTSHIFT_DB_URL", "NIGHTSHIFT_PG_PORT"):
@@ -67,15 +99,38 @@ def celery_stack():
     ensure_databases(server.rstrip("/"), ["nscel_airflow", "nscel_mlflow", "nscel_warehouse"], reset=True)
 
     spec = load_spec(models / "churn.yaml")
-    landing = (HOME / "data" / "landing").as_uri()
-    generate(spec, landing, SampleOptions(start=TODAY - timedelta(days=41), end=TODAY))
-    generate(spec, landing, SampleOptions(start=BIG_DAY, end=BIG_DAY, rows_per_day=40_000))
+    landing = env["NIGHTSHIFT_LANDING_ROOT"]
+    before = {k: os.environ.get(k) for k in aws}
+    os.environ.update(aws)  # this process lands the data on S3 too
+    try:
+        generate(spec, landing, SampleOptions(start=TODAY - timedelta(days=41), end=TODAY))
+        generate(spec, landing, SampleOptions(start=BIG_DAY, end=BIG_DAY, rows_per_day=40_000))
+        _split_row_groups(spec.landing.features(landing, BIG_DAY.isoformat()), 10_000)  # shards are row groups
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
     up = subprocess.run([*cli, "up"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
-    stack = st.Stack(home=HOME, airflow_port=int(env["NIGHTSHIFT_AIRFLOW_PORT"]))
-    yield stack, st.api_for(stack), server.rstrip("/")
+    stack = st.Stack(
+        home=HOME, airflow_port=int(env["NIGHTSHIFT_AIRFLOW_PORT"]), executor="CeleryExecutor", celery_workers=2
+    )
+    yield stack, st.api_for(stack), server.rstrip("/"), endpoint
     subprocess.run([*cli, "down"], env=env, cwd=ROOT, check=False, capture_output=True)
+
+
+def _split_row_groups(uri: str, rows: int) -> None:
+    import pyarrow.parquet as pq
+
+    from include.nightshift.storage import Storage
+
+    fs, path = Storage().resolve(uri)
+    table = pq.read_table(path, filesystem=fs)
+    pq.write_table(table, path, filesystem=fs, row_group_size=rows)
+    assert pq.ParquetFile(path, filesystem=fs).metadata.num_row_groups == len(table) // rows
 
 
 def _executed_on(worker_log: str, run_id: str) -> set[tuple[str, int]]:
@@ -90,11 +145,12 @@ def _executed_on(worker_log: str, run_id: str) -> set[tuple[str, int]]:
     return found
 
 
-def test_a_sharded_day_is_scored_by_two_celery_workers(celery_stack):
+def test_land_train_score_and_report_on_s3_with_shards_on_two_celery_workers(celery_stack):
+    import boto3
     import psycopg2
 
-    stack, api, server = celery_stack
-    for dag_id in ("churn_training", "churn_scoring"):
+    stack, api, server, endpoint = celery_stack
+    for dag_id in ("churn_training", "churn_scoring", "churn_monitoring"):
         api.wait_for_dag(dag_id)
         api.unpause(dag_id)
     training = api.trigger("churn_training", conf={"window_end": (TODAY - timedelta(days=7)).isoformat()})
@@ -121,5 +177,40 @@ def test_a_sharded_day_is_scored_by_two_celery_workers(celery_stack):
                 (BIG_DAY,),
             )
             assert cur.fetchone() == (40_000, 40_000, 1)
+            report = _drift_report(cur, BIG_DAY)
     finally:
         conn.close()
+
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    )
+    assert report.startswith(f"s3://{BUCKET}/reports/churn/drift/date={BIG_DAY}/"), report
+    html = s3.get_object(Bucket=BUCKET, Key=report.removeprefix(f"s3://{BUCKET}/"))["Body"].read()
+    assert html.lstrip().lower().startswith(b"<!doctype html") and b"monthly_charges" in html
+    models = s3.list_objects_v2(Bucket=BUCKET, Prefix="mlflow/")
+    assert any(o["Key"].endswith("MLmodel") for o in models.get("Contents", [])), "the model's artifacts are on S3"
+    work = s3.list_objects_v2(Bucket=BUCKET, Prefix="work/")
+    assert work.get("KeyCount", 0) > 0, "the runs' work files are on S3"
+
+
+def _drift_report(cur, day: date, timeout: float = 300) -> str:
+    """The drift report URI of ``day`` once the monitoring run the scores Asset triggered wrote it."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        cur.execute("SELECT to_regclass('monitoring.drift_runs') IS NOT NULL")
+        if cur.fetchone()[0]:
+            cur.execute(
+                "SELECT report_uri FROM monitoring.drift_runs WHERE model = 'churn' AND score_date = %s", (day,)
+            )
+            row = cur.fetchone()
+            if row:
+                return row[0]
+        cur.connection.commit()
+        time.sleep(2)
+    raise AssertionError(f"no drift result for {day} after {timeout:.0f} s")

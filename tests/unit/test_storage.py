@@ -136,6 +136,31 @@ def test_s3_uri_resolves_to_bucket_and_key_with_injected_options():
     assert path == "bucket/landing/x.parquet"
 
 
+def test_s3_round_trip_on_moto_through_the_standard_endpoint_variable(monkeypatch):
+    """pyarrow ignores AWS_ENDPOINT_URL; Storage honours it like boto3, so one setting serves both."""
+    import pandas as pd
+
+    from tests.conftest import s3_server
+
+    with s3_server("lake") as endpoint:
+        for key, value in {
+            "AWS_ENDPOINT_URL": endpoint,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }.items():
+            monkeypatch.setenv(key, value)
+        storage = Storage()
+        uri = "s3://lake/landing/churn/features/date=2026-11-20/part-0.parquet"
+        assert not storage.exists(uri)
+        storage.write_parquet(pd.DataFrame({"customer_id": [1, 2], "x": [0.5, 1.5]}), uri)
+        storage.write_bytes(b"<html>report</html>", "s3://lake/reports/r.html")
+
+        assert storage.read_parquet(uri)["x"].tolist() == [0.5, 1.5]
+        assert storage.read_bytes("s3://lake/reports/r.html") == b"<html>report</html>"
+        assert Storage({"endpoint_override": "http://127.0.0.1:1"})._s3_options()["endpoint_override"].endswith(":1")
+
+
 @pytest.mark.parametrize(
     ("base", "parts", "expected"),
     [

@@ -64,6 +64,12 @@ WORK_ROOT = "{{ var.value.nightshift_work_root }}"
 REPORTS_ROOT = "{{ var.value.nightshift_reports_root }}"
 
 
+def optional_date(title: str, description: str) -> Param:
+    """A date field of the trigger form that may stay empty (nullable: an empty non-nullable field
+    disables the form's Trigger button)."""
+    return Param(None, type=["null", "string"], format="date", title=title, description=description)
+
+
 def champion_asset(model: str) -> Asset:
     """The Asset updated whenever a model's ``@champion`` alias moves."""
     return Asset(name=f"{model}_champion", uri=f"nightshift://models/{model}/champion", group="model")
@@ -156,12 +162,9 @@ def training_dag(spec: ModelSpec) -> DAG:
         owner=spec.owner,
     )
     params = {
-        "window_end": Param(
-            None,
-            type=["null", "string"],
-            format="date",
-            title="End of the training window",
-            description="Last labelled day to train on. Empty: the last day whose labels "
+        "window_end": optional_date(
+            "End of the training window",
+            "Last labelled day to train on. Empty: the last day whose labels "
             f"have landed (run date minus {spec.target.label_delay_days} days).",
         ),
         "algorithm": Param(
@@ -301,13 +304,7 @@ def scoring_dag(spec: ModelSpec) -> DAG:
         owner=spec.owner,
     )
     params = {
-        "run_date": Param(
-            None,
-            type=["null", "string"],
-            format="date",
-            title="Score date",
-            description="The day of features to score and replace. Empty: the run's own date.",
-        ),
+        "run_date": optional_date("Score date", "The day of features to score and replace. Empty: the run's own date."),
     }
     # Several dates may be scored at once (a backfill); one date is never written by two runs (the lease).
     description = f"Score {spec.name} with @champion into PostgreSQL"
@@ -390,12 +387,8 @@ def monitoring_dag(spec: ModelSpec) -> DAG:
         owner=spec.owner,
     )
     params = {
-        "score_date": Param(
-            None,
-            type=["null", "string"],
-            format="date",
-            title="Scored day",
-            description="The published day to monitor again. Empty: the days just published (or the latest).",
+        "score_date": optional_date(
+            "Scored day", "The published day to monitor again. Empty: the days just published (or the latest)."
         ),
     }
     description = f"Drift and realised performance of {spec.name}; requests retraining"

@@ -99,7 +99,28 @@ class ResolveMonitoringRunOperator(NightshiftOperator):
         return out
 
 
-class CheckDriftOperator(NightshiftOperator):
+class _DayOperator(NightshiftOperator):
+    """What the mapped per-day tasks share: the day and the connections to read and write it."""
+
+    ui_color = "#fde9d9"
+
+    def __init__(
+        self,
+        *,
+        day: Any,
+        mlflow_conn_id: str = "mlflow_default",
+        postgres_conn_id: str = "postgres_default",
+        aws_conn_id: str | None = "aws_default",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.day = day
+        self.mlflow_conn_id = mlflow_conn_id
+        self.postgres_conn_id = postgres_conn_id
+        self.aws_conn_id = aws_conn_id
+
+
+class CheckDriftOperator(_DayOperator):
     """Evidently drift report of one scored day against the reference of the version that scored it.
 
     Writes the HTML report under the reports root (temporary file, then moved into place) and into
@@ -113,24 +134,10 @@ class CheckDriftOperator(NightshiftOperator):
 
     template_fields = ("model", "day", "reports_root")
     operator_extra_links = (DriftReportLink(),)
-    ui_color = "#fde9d9"
 
-    def __init__(
-        self,
-        *,
-        day: Any,
-        reports_root: str,
-        mlflow_conn_id: str = "mlflow_default",
-        postgres_conn_id: str = "postgres_default",
-        aws_conn_id: str | None = "aws_default",
-        **kwargs: Any,
-    ) -> None:
+    def __init__(self, *, reports_root: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.day = day
         self.reports_root = reports_root
-        self.mlflow_conn_id = mlflow_conn_id
-        self.postgres_conn_id = postgres_conn_id
-        self.aws_conn_id = aws_conn_id
 
     def run(self, context: Context, spec: ModelSpec) -> dict[str, Any]:
         import os
@@ -214,7 +221,7 @@ class CheckDriftOperator(NightshiftOperator):
         }
 
 
-class RealisedPerformanceOperator(NightshiftOperator):
+class RealisedPerformanceOperator(_DayOperator):
     """Metrics of the scores of the day whose labels have now landed (``label_delay_days`` earlier).
 
     Skips (returns ``skipped``) when the labels or the scores of that day are not there.
@@ -224,22 +231,6 @@ class RealisedPerformanceOperator(NightshiftOperator):
     """
 
     template_fields = ("model", "day")
-    ui_color = "#fde9d9"
-
-    def __init__(
-        self,
-        *,
-        day: Any,
-        mlflow_conn_id: str = "mlflow_default",
-        postgres_conn_id: str = "postgres_default",
-        aws_conn_id: str | None = "aws_default",
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.day = day
-        self.mlflow_conn_id = mlflow_conn_id
-        self.postgres_conn_id = postgres_conn_id
-        self.aws_conn_id = aws_conn_id
 
     def run(self, context: Context, spec: ModelSpec) -> dict[str, Any]:
         from include.nightshift import monitoring, registry, warehouse

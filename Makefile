@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt constraints.txt | sha1sum | cut -c1-12)
 
-.PHONY: help venv run up down logs status env test test-fast bench lint format lock clean
+.PHONY: help venv browser run up down logs status env test test-fast bench lint format lock clean
 
 help:
 	@echo "make run     bring up Postgres, MLflow and Airflow; run the training DAG end to end"
@@ -56,7 +56,17 @@ format: venv
 	$(PY) -m ruff check --fix .
 	$(PY) -m ruff format .
 
-test: venv lint
+# Debian's Chromium and ChromeDriver, for the test of the Nightshift page in the Airflow UI; installed
+# when missing (as root, or through sudo).
+browser:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); export DEBIAN_FRONTEND=noninteractive; \
+	  echo "installing Debian's chromium and chromium-driver for the UI test"; \
+	  $$SUDO apt-get install -y -q chromium chromium-driver >/dev/null \
+	  || { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q chromium chromium-driver >/dev/null; }; \
+	fi
+
+test: venv lint browser
 	$(PY) -m pytest
 
 test-fast: venv

@@ -435,7 +435,8 @@ def published_day(conn: connection, tables: Tables, day: date | None) -> dict[st
 
     where = sql.SQL("WHERE score_date = %s") if day else sql.SQL("")
     query = sql.SQL(
-        "SELECT score_date, count(*), min(model_version), max(model_version), min(mlflow_run_id) FROM {scores} {where} "
+        "SELECT score_date, count(*), min(model_version), max(model_version), min(mlflow_run_id), max(scored_at) "
+        "FROM {scores} {where} "
         "GROUP BY score_date ORDER BY score_date DESC LIMIT 1"
     ).format(scores=sql.Identifier(tables.schema, tables.scores), where=where)
     with conn.cursor() as cur:
@@ -443,7 +444,7 @@ def published_day(conn: connection, tables: Tables, day: date | None) -> dict[st
         row = cur.fetchone()
     if not row:
         return None
-    return {"score_date": row[0], "rows": row[1], "model_version": row[3], "mlflow_run_id": row[4]}
+    return {"score_date": row[0], "rows": row[1], "model_version": row[3], "mlflow_run_id": row[4], "scored_at": row[5]}
 
 
 def unmonitored_days(conn: connection, tables: Tables, model: str, lookback_days: int = 35) -> list[date]:
@@ -453,24 +454,14 @@ def unmonitored_days(conn: connection, tables: Tables, model: str, lookback_days
     run is busy, Airflow can fold an event into a run created before it (it then reaches no run), and
     a day re-scored after it was monitored must be looked at again. One row is read per partition.
     """
-    from datetime import datetime
-
     from psycopg2 import sql
 
+    from include.nightshift.warehouse import partition_days
+
+    days = partition_days(conn, tables)
+    if not days:
+        return []
     with conn.cursor() as cur:
-        cur.execute(
-            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-            "WHERE i.inhparent = %s::regclass",
-            (f"{tables.schema}.{tables.scores}",),
-        )
-        prefix = f"{tables.scores}_p"
-        days = sorted(
-            datetime.strptime(name.removeprefix(prefix), "%Y%m%d").date()
-            for (name,) in cur.fetchall()
-            if name.startswith(prefix)
-        )
-        if not days:
-            return []
         recent = [d for d in days if (days[-1] - d).days <= lookback_days]
         cur.execute(
             "SELECT score_date, computed_at FROM monitoring.drift_runs WHERE model = %s AND score_date = ANY(%s)",

@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from include.nightshift.errors import DataValidationError, NightshiftError
@@ -203,6 +203,22 @@ def ensure_tables(conn: connection, spec: ModelSpec) -> Tables:
         if role_exists(cur, ANALYST_ROLE):
             _grant_analyst(cur, t)
     return t
+
+
+def partition_days(conn: connection, tables: Tables) -> list[date]:
+    """The published days of a model, oldest first, from its partitions' names (no rows are read).
+
+    Empty when the scores table does not exist yet.
+    """
+    prefix = f"{tables.scores}_p"
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "WHERE i.inhparent = to_regclass(%s)",
+            (f'"{tables.schema}"."{tables.scores}"',),
+        )
+        names = [name for (name,) in cur.fetchall()]
+    return sorted(datetime.strptime(n.removeprefix(prefix), "%Y%m%d").date() for n in names if n.startswith(prefix))
 
 
 def role_exists(cur: Any, role: str) -> bool:

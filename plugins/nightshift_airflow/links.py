@@ -35,3 +35,21 @@ class MlflowModelVersionLink(_XComUrlLink):
 class DriftReportLink(_XComUrlLink):
     name = "Drift report"
     url_key = "drift_report_url"
+
+
+class GXValidationResultLink(_XComUrlLink):
+    """The task's Great Expectations result, rendered by the Nightshift plugin (``ui.validation_page``)."""
+
+    name = "GX validation result"
+    url_key = "gx_result_url"
+
+
+def validation_url(dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> str:
+    """The absolute address of a task's GX validation result page on the API server."""
+    import urllib.parse
+
+    from airflow.sdk import conf
+
+    base = conf.get("api", "base_url", fallback="").rstrip("/")
+    query = urllib.parse.urlencode({"dag_id": dag_id, "run_id": run_id, "task_id": task_id, "map_index": map_index})
+    return f"{base}/nightshift/validation?{query}"

@@ -221,6 +221,155 @@ def test_the_api_and_ui_need_a_login(e2e_env):
         assert (ROOT / ".local-e2e" / private).stat().st_mode & 0o077 == 0, f"{private} must be private"
 
 
+def _token(base: str) -> str:
+    secrets = json.loads((ROOT / ".local-e2e" / "secrets.json").read_text())
+    req = urllib.request.Request(
+        f"{base}/auth/token",
+        method="POST",
+        headers={"Content-Type": "application/json"},
+        data=json.dumps({"username": "admin", "password": secrets["admin_password"]}).encode(),
+    )
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())["access_token"]
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):  # noqa: ANN002, ANN003
+        return None
+
+
+def test_the_gx_validation_result_link_opens_the_suites_result(e2e_env):
+    base = f"http://127.0.0.1:{e2e_env['NIGHTSHIFT_AIRFLOW_PORT']}"
+    auth = {"Authorization": f"Bearer {_token(base)}"}
+
+    def get(url: str) -> bytes:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=auth), timeout=30) as r:
+            return r.read()
+
+    runs = json.loads(get(f"{base}/api/v2/dags/churn_scoring/dagRuns?state=success&order_by=-run_after"))
+    run_id = runs["dag_runs"][0]["dag_run_id"]
+    quoted = urllib.parse.quote(run_id, safe="")
+    links = json.loads(get(f"{base}/api/v2/dags/churn_scoring/dagRuns/{quoted}/taskInstances/validate_output/links"))
+    url = links["extra_links"]["GX validation result"]
+    assert url.startswith(f"{base}/nightshift/validation?"), url
+    with pytest.raises(urllib.error.HTTPError) as anonymous:  # the result page needs a login too
+        urllib.request.build_opener(_NoRedirect).open(url, timeout=10)
+    assert anonymous.value.code == 303 and "/auth/login" in anonymous.value.headers["Location"]
+
+    page = get(url).decode()
+    assert "GX suite churn_scored_output" in page and 'data-field="verdict">passed<' in page
+    assert 'data-field="rows">2000<' in page
+    assert "expect_column_values_to_be_between(column=score" in page, page[:3000]
+
+
+def test_the_nightshift_page_shows_each_model_behind_the_login(e2e_env, tmp_path):
+    """In Debian's Chromium: the page asks for a login, then shows for each model the champion, the
+    last gate decision, the last scored day and its rows and the drift trend of the real runs above."""
+    from mlflow import MlflowClient
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    base = f"http://127.0.0.1:{e2e_env['NIGHTSHIFT_AIRFLOW_PORT']}"
+    with pytest.raises(urllib.error.HTTPError) as anonymous:
+        urllib.request.urlopen(f"{base}/nightshift/api/models", timeout=10)
+    assert anonymous.value.code == 401
+
+    client = MlflowClient(f"http://127.0.0.1:{e2e_env['NIGHTSHIFT_MLFLOW_PORT']}")
+    champion = client.get_model_version_by_alias("churn", "champion")
+    newest = max(client.search_model_versions("name = 'churn'"), key=lambda v: int(v.version))
+    scored_day, scored_rows, _ = _warehouse_rows()[-1]
+    drift_day, drifted, features = _latest_drift("churn")
+
+    secrets = json.loads((ROOT / ".local-e2e" / "secrets.json").read_text())
+    browser = _chromium(tmp_path)
+    try:
+        browser.get(f"{base}/plugin/nightshift")  # the page's place in the UI's navigation
+        wait = WebDriverWait(browser, 60)
+        user = wait.until(ec.visibility_of_element_located((By.NAME, "username")))
+        assert "/auth/login" in browser.current_url, "an anonymous visitor must be sent to the login"
+        user.send_keys("admin")
+        browser.find_element(By.NAME, "password").send_keys(secrets["admin_password"])
+        browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        wait.until(ec.url_contains("/plugin/nightshift"))
+        wait.until(ec.frame_to_be_available_and_switch_to_it((By.CSS_SELECTOR, "iframe")))
+        card = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "section[data-model='churn']")))
+
+        def field(name: str, within=card) -> str:
+            return within.find_element(By.CSS_SELECTOR, f"[data-field='{name}']").text.strip()
+
+        assert field("champion-version") == f"v{champion.version}"
+        assert field("champion-since")[:4].isdigit()
+        assert field("gate-version") == f"v{newest.version}"
+        assert field("gate-verdict") == newest.tags["nightshift.gate"]
+        assert field("gate-why") == newest.tags["nightshift.gate_summary"].strip()
+        assert field("scored-date") == scored_day
+        assert field("scored-rows") == f"{scored_rows:,}"
+        assert field("drift-latest").startswith(f"{drift_day}: {drifted} of {features} features drifted")
+        assert card.find_elements(By.CSS_SELECTOR, "svg.spark rect"), "the drift trend is drawn"
+        links = {a.get_attribute("data-link"): a.get_attribute("href") for a in card.find_elements(By.TAG_NAME, "a")}
+        assert links["dag-scoring"] == f"{base}/dags/churn_scoring"
+        assert links["mlflow-champion"].endswith(f"/#/models/churn/versions/{champion.version}")
+        assert f"/artifacts/monitoring/drift/{drift_day}/drift_report.html" in links["drift-report"]
+        # The second model of the stack (YAML only) has its own card.
+        assert browser.find_elements(By.CSS_SELECTOR, "section[data-model='churn_approved']")
+
+        browser.switch_to.default_content()
+        shot = ROOT / ".local-e2e" / "screenshots" / "nightshift-page.png"
+        shot.parent.mkdir(parents=True, exist_ok=True)
+        assert browser.save_screenshot(str(shot))
+        png = shot.read_bytes()
+        width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+        # The window's width; its height less the headless browser's own bars.
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and width == 1400 and 600 < height <= 1000, (width, height)
+    finally:
+        browser.quit()
+
+
+def _chromium(tmp_path):
+    """Debian's headless Chromium through its ChromeDriver (``make browser`` installs both)."""
+    import shutil
+
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    binary, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    assert binary and driver, "Debian's chromium and chromium-driver are missing: run `make browser`"
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",  # the suite may run as root
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",  # no calls out of a closed network
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1400,1000",
+        f"--user-data-dir={tmp_path / 'chromium'}",
+    ):
+        options.add_argument(flag)
+    return webdriver.Chrome(options=options, service=Service(executable_path=driver))
+
+
+def _latest_drift(model: str) -> tuple[str, int, int]:
+    import psycopg2
+
+    port = os.environ.get("NIGHTSHIFT_PG_PORT", "5432")
+    conn = psycopg2.connect(host="127.0.0.1", port=port, dbname="nse2e_warehouse", user="postgres")
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT score_date::text, drifted_features, features FROM monitoring.drift_runs "
+                "WHERE model = %s ORDER BY score_date DESC LIMIT 1",
+                (model,),
+            )
+            return cur.fetchone()
+    finally:
+        conn.close()
+
+
 def test_a_failed_run_reports_the_task_and_its_error(e2e_env):
     from scripts import stack as st
 

@@ -418,3 +418,55 @@ def test_slack_gets_the_alert_through_its_provider_when_configured(models_dir, w
     assert path == "/services/T000/B000/secret"
     assert "silent_scoring.publish failed" in payload["text"] and "3 of 3" in payload["text"]
     assert "#scoring-publish" in payload["text"]
+
+
+def test_the_nightshift_page_shows_what_the_runs_above_left(watcher, models_dir, warehouse, mlflow_client):
+    """The overview of the UI page, read from the real registry and warehouse, and its HTML."""
+    from include.nightshift.overview import model_overview
+    from include.nightshift.spec import load_model
+    from nightshift_airflow import ui
+
+    page = model_overview(watcher, mlflow_client, warehouse)
+
+    champion = mlflow_client.get_model_version_by_alias("watcher", "champion")
+    assert page.champion.version == str(champion.version) and page.champion.since is not None
+    # Since: the promotion stamp on the version (train_champion moves the alias without the promotion
+    # log). No version went through the gate here; the e2e test reads a real gate decision.
+    assert page.champion.since.strftime("%Y-%m-%dT%H:%M:%SZ") == champion.tags["nightshift.promoted_at"]
+    assert page.gate is None
+    ((day, rows),) = query(
+        warehouse,
+        "SELECT score_date, count(*) FROM nightshift.watcher_scores GROUP BY 1 ORDER BY 1 DESC LIMIT 1",
+    )
+    assert (page.scored.day, page.scored.rows, page.scored.model_version) == (day, rows, int(champion.version))
+    drift = query(
+        warehouse,
+        "SELECT score_date, drift_share FROM monitoring.drift_runs WHERE model = 'watcher' ORDER BY score_date",
+    )
+    assert [(p.day, p.drift_share) for p in page.drift] == drift and len(drift) >= 2
+    assert page.experiment_ids[page.drift[-1].mlflow_run_id].isdigit()
+    assert page.problems == []
+
+    # A model never trained or scored shows empty parts, not an error.
+    never = model_overview(load_model("silent"), mlflow_client, warehouse)
+    assert (never.champion, never.gate, never.scored, never.drift, never.problems) == (None, None, None, [], [])
+
+    html = (
+        ui._templates()
+        .get_template("overview.html")
+        .render(
+            models=[page, never],
+            mlflow="http://mlflow",
+            airflow="http://airflow",
+            problems=[],
+            sparkline=ui.sparkline,
+            quote=__import__("urllib.parse").parse.quote,
+            now=page.champion.since,
+            user="admin",
+        )
+    )
+    assert f'data-field="champion-version">v{champion.version}<' in html
+    assert f'data-field="scored-date">{day}<' in html and f'data-field="scored-rows">{rows:,}<' in html
+    assert html.count("<rect ") == len(drift)
+    assert 'href="http://airflow/dags/watcher_scoring" target="_top"' in html
+    assert 'data-model="silent"' in html and "trigger silent_training" in html

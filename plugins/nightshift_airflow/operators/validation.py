@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk.exceptions import AirflowFailException
 from great_expectations_provider.operators.validate_batch import GXValidateBatchOperator
 
+from nightshift_airflow.links import GXValidationResultLink, validation_url
 from nightshift_airflow.operators.base import final_on_bad_input, run_slug
 
 if TYPE_CHECKING:
@@ -41,6 +42,7 @@ class ValidateDataOperator(GXValidateBatchOperator):
 
     template_fields = ("model", "resolved", "landing_root", "training_set", "scored", "work_root")
     ui_color = "#ffe8cc"
+    operator_extra_links = (GXValidationResultLink(),)
 
     def __init__(
         self,
@@ -156,6 +158,11 @@ class ValidateDataOperator(GXValidateBatchOperator):
         summary = validation.summarize(result)
         summary.update({"suite": name, "rows": rows, "result_uri": where})
         context["ti"].xcom_push(key="summary", value=summary)
+        ti = context["ti"]
+        context["ti"].xcom_push(
+            key=GXValidationResultLink.url_key,
+            value=validation_url(ti.dag_id, ti.run_id, ti.task_id, getattr(ti, "map_index", -1)),
+        )
         if failed is not None:
             stats = result.get("statistics") or {}
             lines = "\n  - ".join(summary["failures"])

@@ -281,6 +281,14 @@ def test_the_nightshift_page_shows_each_model_behind_the_login(e2e_env, tmp_path
     scored_day, scored_rows, _ = _warehouse_rows()[-1]
     drift_day, drifted, features = _latest_drift("churn")
 
+    # The same facts as JSON, for a bearer token.
+    req = urllib.request.Request(f"{base}/nightshift/api/models", headers={"Authorization": f"Bearer {_token(base)}"})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        facts = {m["model"]: m for m in json.loads(r.read())["models"]}
+    assert facts["churn"]["champion"]["version"] == str(champion.version)
+    assert (facts["churn"]["scored"]["day"], facts["churn"]["scored"]["rows"]) == (scored_day, scored_rows)
+    assert facts["churn_approved"]["champion"] is None  # not trained yet: its approval test comes below
+
     secrets = json.loads((ROOT / ".local-e2e" / "secrets.json").read_text())
     browser = _chromium(tmp_path)
     try:

@@ -43,6 +43,40 @@ def _templates() -> Any:
     return env
 
 
+def render_overview(
+    models: list[ModelOverview], mlflow: str, airflow: str, problems: list[str], now: datetime, user: str
+) -> str:
+    """The Nightshift page: one card per model (``mlflow`` and ``airflow`` are the UIs' addresses)."""
+    return (
+        _templates()
+        .get_template("overview.html")
+        .render(
+            models=models,
+            mlflow=mlflow,
+            airflow=airflow,
+            problems=problems,
+            sparkline=sparkline,
+            quote=urllib.parse.quote,
+            now=now,
+            user=user,
+        )
+    )
+
+
+def render_validation(
+    dag_id: str,
+    run_id: str,
+    task_id: str,
+    summary: dict[str, Any],
+    rows: list[dict[str, Any]],
+    problem: str | None,
+    task_url: str,
+) -> str:
+    """A task's GX result page: the summary, and ``rows`` from ``validation.expectation_rows``."""
+    values = {"dag_id": dag_id, "run_id": run_id, "task_id": task_id, "summary": summary, "rows": rows}
+    return _templates().get_template("validation.html").render(**values, problem=problem, task_url=task_url)
+
+
 def _when(value: datetime | None) -> str:
     if value is None:
         return "–"
@@ -117,20 +151,7 @@ async def overview_page(request: Request) -> Response:
     if user is None:
         return _login(request)
     models, mlflow_url, problems = await asyncio.to_thread(_overviews, user)
-    html = (
-        _templates()
-        .get_template("overview.html")
-        .render(
-            models=models,
-            mlflow=mlflow_url,
-            airflow=_airflow_url(),
-            problems=problems,
-            sparkline=sparkline,
-            quote=urllib.parse.quote,
-            now=datetime.now(UTC),
-            user=user.get_name(),
-        )
-    )
+    html = render_overview(models, mlflow_url, _airflow_url(), problems, datetime.now(UTC), user.get_name())
     return HTMLResponse(html, headers={"Cache-Control": "no-store"})
 
 
@@ -200,19 +221,7 @@ async def validation_page(
         f"{_airflow_url()}/dags/{urllib.parse.quote(dag_id)}/runs/{urllib.parse.quote(run_id, safe='')}"
         f"/tasks/{urllib.parse.quote(task_id)}"
     )
-    html = (
-        _templates()
-        .get_template("validation.html")
-        .render(
-            dag_id=dag_id,
-            run_id=run_id,
-            task_id=task_id,
-            summary=summary,
-            rows=expectation_rows(result),
-            problem=problem,
-            task_url=task_url,
-        )
-    )
+    html = render_validation(dag_id, run_id, task_id, summary, expectation_rows(result), problem, task_url)
     return HTMLResponse(html, headers={"Cache-Control": "no-store"})
 
 

@@ -182,25 +182,10 @@ def test_the_api_and_ui_need_a_login(e2e_env):
         urllib.request.urlopen(f"{base}/api/v2/dags", timeout=10)
     assert anonymous.value.code in (401, 403)
 
-    bad = urllib.request.Request(
-        f"{base}/auth/token",
-        method="POST",
-        headers={"Content-Type": "application/json"},
-        data=json.dumps({"username": "admin", "password": "wrong"}).encode(),
-    )
     with pytest.raises(urllib.error.HTTPError) as wrong:
-        urllib.request.urlopen(bad, timeout=10)
+        _token(base, password="wrong")
     assert wrong.value.code == 401
-
-    secrets = json.loads((ROOT / ".local-e2e" / "secrets.json").read_text())
-    good = urllib.request.Request(
-        f"{base}/auth/token",
-        method="POST",
-        headers={"Content-Type": "application/json"},
-        data=json.dumps({"username": "admin", "password": secrets["admin_password"]}).encode(),
-    )
-    with urllib.request.urlopen(good, timeout=10) as r:
-        token = json.loads(r.read())["access_token"]
+    token = _token(base)
 
     def get(path: str):
         req = urllib.request.Request(f"{base}{path}", headers={"Authorization": f"Bearer {token}"})
@@ -221,13 +206,15 @@ def test_the_api_and_ui_need_a_login(e2e_env):
         assert (ROOT / ".local-e2e" / private).stat().st_mode & 0o077 == 0, f"{private} must be private"
 
 
-def _token(base: str) -> str:
-    secrets = json.loads((ROOT / ".local-e2e" / "secrets.json").read_text())
+def _token(base: str, password: str | None = None) -> str:
+    """A bearer token for ``admin`` (with the stack's password unless ``password`` is given)."""
+    if password is None:
+        password = json.loads((ROOT / ".local-e2e" / "secrets.json").read_text())["admin_password"]
     req = urllib.request.Request(
         f"{base}/auth/token",
         method="POST",
         headers={"Content-Type": "application/json"},
-        data=json.dumps({"username": "admin", "password": secrets["admin_password"]}).encode(),
+        data=json.dumps({"username": "admin", "password": password}).encode(),
     )
     with urllib.request.urlopen(req, timeout=10) as r:
         return json.loads(r.read())["access_token"]
@@ -362,20 +349,12 @@ def _chromium(tmp_path):
 
 
 def _latest_drift(model: str) -> tuple[str, int, int]:
-    import psycopg2
-
-    port = os.environ.get("NIGHTSHIFT_PG_PORT", "5432")
-    conn = psycopg2.connect(host="127.0.0.1", port=port, dbname="nse2e_warehouse", user="postgres")
-    try:
-        with conn.cursor() as cur:
-            cur.execute(
-                "SELECT score_date::text, drifted_features, features FROM monitoring.drift_runs "
-                "WHERE model = %s ORDER BY score_date DESC LIMIT 1",
-                (model,),
-            )
-            return cur.fetchone()
-    finally:
-        conn.close()
+    (row,) = _warehouse_query(
+        "SELECT score_date::text, drifted_features, features FROM monitoring.drift_runs "
+        "WHERE model = %s ORDER BY score_date DESC LIMIT 1",
+        (model,),
+    )
+    return row
 
 
 def test_a_failed_run_reports_the_task_and_its_error(e2e_env):
@@ -546,17 +525,22 @@ def test_a_promotion_waits_for_approval_and_records_the_approver(e2e_env):
 
 
 def _promotions(model: str) -> list:
+    return _warehouse_query(
+        "SELECT from_version, to_version, kind, requested_by, approved_by, run_id FROM monitoring.promotions "
+        "WHERE model = %s ORDER BY id",
+        (model,),
+    )
+
+
+def _warehouse_query(query: str, args: tuple) -> list:
+    """Rows of ``query`` on the e2e stack's warehouse, as the superuser."""
     import psycopg2
 
     port = os.environ.get("NIGHTSHIFT_PG_PORT", "5432")
     conn = psycopg2.connect(host="127.0.0.1", port=port, dbname="nse2e_warehouse", user="postgres")
     try:
         with conn.cursor() as cur:
-            cur.execute(
-                "SELECT from_version, to_version, kind, requested_by, approved_by, run_id FROM monitoring.promotions "
-                "WHERE model = %s ORDER BY id",
-                (model,),
-            )
+            cur.execute(query, args)
             return cur.fetchall()
     finally:
         conn.close()

@@ -451,20 +451,7 @@ def test_the_nightshift_page_shows_what_the_runs_above_left(watcher, models_dir,
     never = model_overview(load_model("silent"), mlflow_client, warehouse)
     assert (never.champion, never.gate, never.scored, never.drift, never.problems) == (None, None, None, [], [])
 
-    html = (
-        ui._templates()
-        .get_template("overview.html")
-        .render(
-            models=[page, never],
-            mlflow="http://mlflow",
-            airflow="http://airflow",
-            problems=[],
-            sparkline=ui.sparkline,
-            quote=__import__("urllib.parse").parse.quote,
-            now=page.champion.since,
-            user="admin",
-        )
-    )
+    html = ui.render_overview([page, never], "http://mlflow", "http://airflow", [], page.champion.since, "admin")
     assert f'data-field="champion-version">v{champion.version}<' in html
     assert f'data-field="scored-date">{day}<' in html and f'data-field="scored-rows">{rows:,}<' in html
     assert html.count("<rect ") == len(drift)

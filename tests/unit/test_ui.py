@@ -6,7 +6,6 @@ and the page behind the login in headless Chromium in tests/e2e/test_platform.py
 
 from __future__ import annotations
 
-import urllib.parse
 from datetime import UTC, date, datetime
 
 import pytest
@@ -20,19 +19,13 @@ NOW = datetime(2026, 11, 24, 6, 0, tzinfo=UTC)
 
 
 def render(models, problems=()):
-    return (
-        ui._templates()
-        .get_template("overview.html")
-        .render(
-            models=models,
-            mlflow="http://mlflow:5000",
-            airflow="http://airflow:8080",
-            problems=list(problems),
-            sparkline=ui.sparkline,
-            quote=urllib.parse.quote,
-            now=NOW,
-            user="admin",
-        )
+    return ui.render_overview(models, "http://mlflow:5000", "http://airflow:8080", list(problems), NOW, "admin")
+
+
+def render_validation(summary, rows, problem=None):
+    task_url = "http://airflow/dags/churn_training/runs/manual__1/tasks/validate_raw_features"
+    return ui.render_validation(
+        "churn_training", "manual__1", "validate_raw_features", summary, rows, problem, task_url
     )
 
 
@@ -127,19 +120,7 @@ def test_the_validation_page_lists_failed_expectations_first():
     summary = {"suite": "churn_raw_features", "success": False, "statistics": result["statistics"], "rows": 10}
     summary["result_uri"] = "file:///work/churn/validation/x/churn_raw_features.json"
 
-    html = (
-        ui._templates()
-        .get_template("validation.html")
-        .render(
-            dag_id="churn_training",
-            run_id="manual__1",
-            task_id="validate_raw_features",
-            summary=summary,
-            rows=expectation_rows(result),
-            problem=None,
-            task_url="http://airflow/dags/churn_training/runs/manual__1/tasks/validate_raw_features",
-        )
-    )
+    html = render_validation(summary, expectation_rows(result))
 
     assert 'data-field="verdict">failed<' in html and 'data-field="failed-count">1<' in html
     failed = html.index("tenure_months")
@@ -158,19 +139,7 @@ def test_the_validation_page_says_when_the_full_result_cannot_be_read():
     }
     problem = "the full result at s3://lake/work/churn/validation/x/churn_raw_labels.json could not be read: OSError"
 
-    html = (
-        ui._templates()
-        .get_template("validation.html")
-        .render(
-            dag_id="churn_training",
-            run_id="manual__1",
-            task_id="validate_raw_labels",
-            summary=summary,
-            rows=[],
-            problem=problem,
-            task_url="http://airflow/x",
-        )
-    )
+    html = render_validation(summary, [], problem)
 
     assert 'data-field="problem">the full result at s3://lake/' in html
     assert "expect_column_values_to_be_in_set(column=churned, value_set=[0, 1]): 2 of 10 rows break it" in html

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
-from include.nightshift.registry import CHAMPION, TAG, get_alias
+from include.nightshift.registry import CHAMPION, STAMP_FORMAT, TAG, get_alias
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -75,7 +75,7 @@ class ModelOverview:
     gate: GateDecision | None = None
     scored: ScoredDay | None = None
     drift: list[DriftPoint] = field(default_factory=list)  # oldest first
-    experiment_ids: dict[str, str] = field(default_factory=dict)  # MLflow run id -> experiment id
+    experiment_ids: dict[str, str] = field(default_factory=dict)  # the latest drift run -> its experiment
     problems: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -98,9 +98,10 @@ def model_overview(spec: ModelSpec, client: MlflowClient, conn: connection | Non
         _read_warehouse(conn, spec, out)
     else:
         out.problems.append("warehouse: no connection")
-    try:
-        runs = {p.mlflow_run_id for p in out.drift[-1:]} | ({out.champion.run_id} if out.champion else set())
-        out.experiment_ids = {r: client.get_run(r).info.experiment_id for r in runs if r}
+    try:  # the latest drift report's link needs its run's experiment
+        out.experiment_ids = {
+            p.mlflow_run_id: client.get_run(p.mlflow_run_id).info.experiment_id for p in out.drift[-1:]
+        }
     except Exception as exc:
         out.problems.append(f"MLflow runs: {type(exc).__name__}: {str(exc)[:300]}")
     return out
@@ -123,7 +124,7 @@ def champion(client: MlflowClient, spec: ModelSpec, promotion: dict[str, Any] | 
             mv.run_id,
         )
     stamp = mv.tags.get(f"{TAG}.promoted_at")
-    since = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC) if stamp else None
+    since = datetime.strptime(stamp, STAMP_FORMAT).replace(tzinfo=UTC) if stamp else None
     return Champion(
         version,
         since,

@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 TAG = "nightshift"
+# How time stamps in our registry tags are written (UTC), e.g. nightshift.promoted_at.
+STAMP_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 # skops (MLflow's safe default format) refuses these types unless told to trust them. They are
 # scikit-learn's own tree and dtype objects, written only by our training task into our registry.
@@ -276,7 +278,7 @@ def promote(client: MlflowClient, spec: ModelSpec, version: str, tags: dict[str,
     previous = get_alias(client, spec.name, CHAMPION)
     prev_version = previous.version if previous else None
     stamp = {
-        f"{TAG}.promoted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        f"{TAG}.promoted_at": time.strftime(STAMP_FORMAT, time.gmtime()),
         f"{TAG}.previous_champion": prev_version or "none",
         **tags,
     }

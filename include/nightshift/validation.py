@@ -319,14 +319,9 @@ def describe_failures(result: dict[str, Any], limit: int = 12) -> list[str]:
 
 
 def expectation_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every expectation of a result, failed ones first: ``{"rule", "column", "success", "observed"}``."""
+    """Every expectation of a result, failed ones first: ``{"rule", "success", "observed"}``."""
     rows = [
-        {
-            "rule": _rule(e),
-            "column": (e.get("kwargs") or {}).get("column"),
-            "success": bool(e.get("success")),
-            "observed": _observed(e),
-        }
+        {"rule": _rule(e), "success": bool(e.get("success")), "observed": _observed(e)}
         for e in result.get("expectations", [])
     ]
     return sorted(rows, key=lambda row: row["success"])

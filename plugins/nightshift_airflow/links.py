@@ -44,12 +44,20 @@ class GXValidationResultLink(_XComUrlLink):
     url_key = "gx_result_url"
 
 
+# Where the plugin mounts the Nightshift app (``ui.app``) on the API server.
+URL_PREFIX = "/nightshift"
+
+
+def airflow_base_url() -> str:
+    """The Airflow UI's address as configured (``[api] base_url``), without a trailing slash."""
+    from airflow.sdk import conf
+
+    return conf.get("api", "base_url", fallback="").rstrip("/")
+
+
 def validation_url(dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> str:
     """The absolute address of a task's GX validation result page on the API server."""
     import urllib.parse
 
-    from airflow.sdk import conf
-
-    base = conf.get("api", "base_url", fallback="").rstrip("/")
     query = urllib.parse.urlencode({"dag_id": dag_id, "run_id": run_id, "task_id": task_id, "map_index": map_index})
-    return f"{base}/nightshift/validation?{query}"
+    return f"{airflow_base_url()}{URL_PREFIX}/validation?{query}"

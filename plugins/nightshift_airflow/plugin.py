@@ -5,12 +5,12 @@ from __future__ import annotations
 from airflow.plugins_manager import AirflowPlugin
 
 from nightshift_airflow.links import (
+    URL_PREFIX,
     DriftReportLink,
     GXValidationResultLink,
     MlflowModelVersionLink,
     MlflowRunLink,
 )
-from nightshift_airflow.ui import URL_PREFIX
 from nightshift_airflow.ui import app as nightshift_app
 
 

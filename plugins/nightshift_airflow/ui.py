@@ -21,12 +21,13 @@ from typing import TYPE_CHECKING, Any
 from fastapi import FastAPI, HTTPException, Query, Request, status
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
+from nightshift_airflow.links import airflow_base_url
+
 if TYPE_CHECKING:
     from include.nightshift.overview import ModelOverview
 
 log = logging.getLogger(__name__)
 
-URL_PREFIX = "/nightshift"
 TEMPLATES = Path(__file__).parent / "templates"
 
 app = FastAPI(title="Nightshift", description="Champions, gate decisions, scored days and drift of every model.")
@@ -113,12 +114,6 @@ def _may_read_dag(user: Any, dag_id: str, entity: Any = None) -> bool:
     )
 
 
-def _airflow_url() -> str:
-    from airflow.configuration import conf
-
-    return conf.get("api", "base_url", fallback="").rstrip("/")
-
-
 def _overviews(user: Any) -> tuple[list[ModelOverview], str, list[str]]:
     """Blocking: every readable model's overview, the MLflow UI address, and problems with the specs."""
     from include.nightshift.errors import SpecError
@@ -151,7 +146,7 @@ async def overview_page(request: Request) -> Response:
     if user is None:
         return _login(request)
     models, mlflow_url, problems = await asyncio.to_thread(_overviews, user)
-    html = render_overview(models, mlflow_url, _airflow_url(), problems, datetime.now(UTC), user.get_name())
+    html = render_overview(models, mlflow_url, airflow_base_url(), problems, datetime.now(UTC), user.get_name())
     return HTMLResponse(html, headers={"Cache-Control": "no-store"})
 
 
@@ -218,7 +213,7 @@ async def validation_page(
             status.HTTP_404_NOT_FOUND, f"no validation result for {dag_id}.{task_id} in run {run_id} (yet)"
         )
     task_url = (
-        f"{_airflow_url()}/dags/{urllib.parse.quote(dag_id)}/runs/{urllib.parse.quote(run_id, safe='')}"
+        f"{airflow_base_url()}/dags/{urllib.parse.quote(dag_id)}/runs/{urllib.parse.quote(run_id, safe='')}"
         f"/tasks/{urllib.parse.quote(task_id)}"
     )
     html = render_validation(dag_id, run_id, task_id, summary, expectation_rows(result), problem, task_url)

@@ -159,7 +159,7 @@ class ValidateDataOperator(GXValidateBatchOperator):
         summary.update({"suite": name, "rows": rows, "result_uri": where})
         context["ti"].xcom_push(key="summary", value=summary)
         ti = context["ti"]
-        context["ti"].xcom_push(
+        ti.xcom_push(
             key=GXValidationResultLink.url_key,
             value=validation_url(ti.dag_id, ti.run_id, ti.task_id, getattr(ti, "map_index", -1)),
         )

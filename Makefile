@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.txt constraints.txt | sha1s
 
 help:
 	@echo "make run     bring up Postgres, MLflow and Airflow; run the training DAG end to end"
-	@echo "make test    lint and run the whole test suite"
+	@echo "make test    lint (ruff, mypy) and run the whole test suite"
 	@echo "make down    stop everything 'make run' started"
 	@echo "make logs    where the logs are"
 	@echo "make status  which services are running"
@@ -25,32 +25,33 @@ $(STAMP): requirements.txt constraints.txt
 venv: $(STAMP)
 
 run: venv
-	$(PY) scripts/stack.py run
+	$(PY) -m scripts.stack run
 
 up: venv
-	$(PY) scripts/stack.py up
+	$(PY) -m scripts.stack up
 
 down:
-	@if [ -x $(PY) ]; then $(PY) scripts/stack.py down; fi
+	@if [ -x $(PY) ]; then $(PY) -m scripts.stack down; fi
 
 ROWS ?= 1000000
 RSS_ROWS ?= 5000000
 bench: venv
-	$(PY) bench/scoring.py --rows $(ROWS) --rss-rows $(RSS_ROWS)
-	$(PY) bench/drift.py --rows $(ROWS)
+	$(PY) -m bench.scoring --rows $(ROWS) --rss-rows $(RSS_ROWS)
+	$(PY) -m bench.drift --rows $(ROWS)
 
 logs:
-	@$(PY) scripts/stack.py logs
+	@$(PY) -m scripts.stack logs
 
 status:
-	@$(PY) scripts/stack.py status
+	@$(PY) -m scripts.stack status
 
 env:
-	@$(PY) scripts/stack.py env
+	@$(PY) -m scripts.stack env
 
 lint: venv
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 
 format: venv
 	$(PY) -m ruff check --fix .

@@ -14,8 +14,8 @@ verdicts agree.
 
 Usage::
 
-    .venv/bin/python bench/drift.py                  # 1M rows, sample of monitoring.sample_rows
-    .venv/bin/python bench/drift.py --rows 200000 --sample-rows 20000
+    .venv/bin/python -m bench.drift                  # 1M rows, sample of monitoring.sample_rows
+    .venv/bin/python -m bench.drift --rows 200000 --sample-rows 20000
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ from datetime import date, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT)]
 
 DAY = date(2026, 11, 20)
 

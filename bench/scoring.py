@@ -14,9 +14,9 @@ Then ``ours`` once more on ``--rss-rows`` rows, to show that peak memory does no
 
 Usage::
 
-    .venv/bin/python bench/scoring.py                 # 1M rows, RSS check at 5M
-    .venv/bin/python bench/scoring.py --rows 200000 --rss-rows 1000000
-    .venv/bin/python bench/scoring.py --methods ours,predict_only
+    .venv/bin/python -m bench.scoring                 # 1M rows, RSS check at 5M
+    .venv/bin/python -m bench.scoring --rows 200000 --rss-rows 1000000
+    .venv/bin/python -m bench.scoring --methods ours,predict_only
 
 The database is ``NIGHTSHIFT_DB_URL`` or the PostgreSQL that ``make run`` uses (a project-local one is
 started if none answers); the benchmark works in its own database ``<prefix>_bench``.
@@ -37,7 +37,6 @@ from datetime import date
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT)]
 
 DAY = date(2026, 11, 20)
 METHODS = ("ours", "to_sql", "predict_only", "raw_copy")
@@ -98,115 +97,127 @@ def train(spec, path: Path, out: Path) -> None:
 # --- the methods, each in a child process -----------------------------------------------------------
 
 
-def child(method: str, spec_name: str, data: Path, model_path: Path, db_url: str, rows: int) -> dict:
+def _predict_only(spec, model, storage, uri: str, db_url: str, rows: int) -> dict:
+    from include.nightshift import scoring
+
+    rules = scoring.row_rules(spec)
+    columns = [spec.entity_key, *spec.feature_names]
+    started = time.perf_counter()
+    n = 0
+    _, shards = scoring.inspect_input(storage, spec, uri)
+    groups = tuple(g for s in shards for g in s.row_groups)
+    for batch in scoring.iter_batches(storage, uri, columns, groups, spec.scoring.batch_rows):
+        good, _, _ = scoring.split_batch(batch, rules)
+        n += len(scoring.predict(spec, model, good))
+    return {"seconds": time.perf_counter() - started, "scored": n}
+
+
+def _ours(spec, model, storage, uri: str, db_url: str, rows: int) -> dict:
     import psycopg2
 
     from include.nightshift import scoring, warehouse
+
+    conn, qconn = psycopg2.connect(db_url), psycopg2.connect(db_url)
+    tables = warehouse.ensure_tables(conn, spec)
+    started = time.perf_counter()
+    total, shards = scoring.inspect_input(storage, spec, uri)
+    lease = warehouse.claim(conn, tables, DAY, "bench", 30)
+    consts = warehouse.Constants(DAY, spec.name, 1, "bench", "bench")
+    jobs = [scoring.ShardJob(spec, tables, consts, storage, uri, s, model) for s in shards]
+    results = [scoring.score_shard(conn, qconn, job, lease.heartbeat) for job in jobs]
+    out: dict = {"load_seconds": time.perf_counter() - started}
+    staged = warehouse.assemble(conn, tables, consts, len(shards))
+    warehouse.publish(conn, lease, consts, staged, len(shards))
+    out["seconds"] = time.perf_counter() - started
+    out["scored"] = sum(r.scored_rows for r in results)
+    out["quarantined"] = sum(r.quarantined_rows for r in results)
+    assert out["scored"] + out["quarantined"] == total
+    return out
+
+
+def _to_sql(spec, model, storage, uri: str, db_url: str, rows: int) -> dict:
+    import pandas as pd
+    import psycopg2
+    import sqlalchemy as sa
+
+    from include.nightshift import warehouse
+    from include.nightshift.training import model_input
+
+    conn = psycopg2.connect(db_url)
+    tables = warehouse.ensure_tables(conn, spec)
+    part = tables.partition(DAY)
+    with conn, conn.cursor() as cur:
+        cur.execute(f'DROP TABLE IF EXISTS "{tables.schema}"."{part}"')
+        cur.execute(
+            f'CREATE TABLE "{tables.schema}"."{part}" PARTITION OF "{tables.schema}"."{tables.scores}" '
+            f"FOR VALUES FROM ('{DAY}') TO ('{DAY}'::date + 1)"
+        )
+    engine = sa.create_engine(db_url.replace("postgresql://", "postgresql+psycopg2://", 1))
+    started = time.perf_counter()
+    df = storage.read_parquet(uri)
+    df = df[df["tenure_months"].between(0, 120)]
+    scores = model.predict_proba(model_input(spec, df))[:, 1]
+    frame = pd.DataFrame(
+        {
+            spec.entity_key: df[spec.entity_key].to_numpy(),
+            "score_date": DAY,
+            "score": scores,
+            "predicted_label": (scores >= spec.training.decision_threshold).astype("int16"),
+            "model_name": spec.name,
+            "model_version": 1,
+            "mlflow_run_id": "bench",
+            "dag_run_id": "bench",
+            "scored_at": pd.Timestamp.now(tz="UTC"),
+        }
+    )
+    frame.to_sql(tables.scores, engine, schema=tables.schema, if_exists="append", index=False, chunksize=50_000)
+    return {"seconds": time.perf_counter() - started, "scored": len(frame)}
+
+
+def _raw_copy(spec, model, storage, uri: str, db_url: str, rows: int) -> dict:
+    import io
+
+    import numpy as np
+    import psycopg2
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    rng = np.random.default_rng(1)
+    scores = rng.random(rows)
+    table = pa.table({"k": np.arange(rows, dtype=np.int64), "s": scores, "l": (scores > 0.35).astype(np.int8)})
+    buf = io.BytesIO()
+    pacsv.write_csv(table, buf, pacsv.WriteOptions(include_header=False))
+    buf.seek(0)
+    conn = psycopg2.connect(db_url)
+    with conn, conn.cursor() as cur:
+        cur.execute("DROP TABLE IF EXISTS bench_raw_copy")
+        cur.execute("CREATE TABLE bench_raw_copy (k bigint, s double precision, l smallint)")
+    started = time.perf_counter()
+    with conn, conn.cursor() as cur:
+        cur.copy_expert("COPY bench_raw_copy FROM STDIN WITH (FORMAT csv)", buf, size=1 << 20)
+    return {"seconds": time.perf_counter() - started, "scored": rows}
+
+
+RUNNERS = {"ours": _ours, "to_sql": _to_sql, "predict_only": _predict_only, "raw_copy": _raw_copy}
+
+
+def child(method: str, spec_name: str, data: Path, model_path: Path, db_url: str, rows: int) -> dict:
     from include.nightshift.spec import load_model
     from include.nightshift.storage import Storage
 
+    if method not in RUNNERS:
+        raise SystemExit(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
     spec = load_model(spec_name)
     model = pickle.loads(model_path.read_bytes())
-    storage = Storage()
-    uri = data.as_uri()
     out: dict = {"method": method, "rows": rows}
-    if method == "predict_only":
-        rules = scoring.row_rules(spec)
-        columns = [spec.entity_key, *spec.feature_names]
-        started = time.perf_counter()
-        n = 0
-        _, shards = scoring.inspect_input(storage, spec, uri)
-        groups = tuple(g for s in shards for g in s.row_groups)
-        for batch in scoring.iter_batches(storage, uri, columns, groups, spec.scoring.batch_rows):
-            good, _, _ = scoring.split_batch(batch, rules)
-            n += len(scoring.predict(spec, model, good))
-        out["seconds"] = time.perf_counter() - started
-        out["scored"] = n
-    elif method == "ours":
-        conn, qconn = psycopg2.connect(db_url), psycopg2.connect(db_url)
-        tables = warehouse.ensure_tables(conn, spec)
-        started = time.perf_counter()
-        total, shards = scoring.inspect_input(storage, spec, uri)
-        lease = warehouse.claim(conn, tables, DAY, "bench", 30)
-        consts = warehouse.Constants(DAY, spec.name, 1, "bench", "bench")
-        results = [
-            scoring.score_shard(conn, qconn, storage, spec, tables, consts, model, uri, s, lease.heartbeat)
-            for s in shards
-        ]
-        out["load_seconds"] = time.perf_counter() - started
-        staged = warehouse.assemble(conn, tables, consts, len(shards))
-        warehouse.publish(conn, tables, consts, staged, len(shards))
-        out["seconds"] = time.perf_counter() - started
-        out["scored"] = sum(r.scored_rows for r in results)
-        out["quarantined"] = sum(r.quarantined_rows for r in results)
-        assert out["scored"] + out["quarantined"] == total
-    elif method == "to_sql":
-        import pandas as pd
-        import sqlalchemy as sa
-
-        from include.nightshift.training import model_input
-
-        conn = psycopg2.connect(db_url)
-        tables = warehouse.ensure_tables(conn, spec)
-        part = tables.partition(DAY)
-        with conn, conn.cursor() as cur:
-            cur.execute(f'DROP TABLE IF EXISTS "{tables.schema}"."{part}"')
-            cur.execute(
-                f'CREATE TABLE "{tables.schema}"."{part}" PARTITION OF "{tables.schema}"."{tables.scores}" '
-                f"FOR VALUES FROM ('{DAY}') TO ('{DAY}'::date + 1)"
-            )
-        engine = sa.create_engine(db_url.replace("postgresql://", "postgresql+psycopg2://", 1))
-        started = time.perf_counter()
-        df = pd.read_parquet(data)
-        df = df[df["tenure_months"].between(0, 120)]
-        scores = model.predict_proba(model_input(spec, df))[:, 1]
-        frame = pd.DataFrame(
-            {
-                spec.entity_key: df[spec.entity_key].to_numpy(),
-                "score_date": DAY,
-                "score": scores,
-                "predicted_label": (scores >= spec.training.decision_threshold).astype("int16"),
-                "model_name": spec.name,
-                "model_version": 1,
-                "mlflow_run_id": "bench",
-                "dag_run_id": "bench",
-                "scored_at": pd.Timestamp.now(tz="UTC"),
-            }
-        )
-        frame.to_sql(tables.scores, engine, schema=tables.schema, if_exists="append", index=False, chunksize=50_000)
-        out["seconds"] = time.perf_counter() - started
-        out["scored"] = len(frame)
-    elif method == "raw_copy":
-        import io
-
-        import numpy as np
-        import pyarrow as pa
-        import pyarrow.csv as pacsv
-
-        rng = np.random.default_rng(1)
-        scores = rng.random(rows)
-        table = pa.table({"k": np.arange(rows, dtype=np.int64), "s": scores, "l": (scores > 0.35).astype(np.int8)})
-        buf = io.BytesIO()
-        pacsv.write_csv(table, buf, pacsv.WriteOptions(include_header=False))
-        buf.seek(0)
-        conn = psycopg2.connect(db_url)
-        with conn, conn.cursor() as cur:
-            cur.execute("DROP TABLE IF EXISTS bench_raw_copy")
-            cur.execute("CREATE TABLE bench_raw_copy (k bigint, s double precision, l smallint)")
-        started = time.perf_counter()
-        with conn, conn.cursor() as cur:
-            cur.copy_expert("COPY bench_raw_copy FROM STDIN WITH (FORMAT csv)", buf, size=1 << 20)
-        out["seconds"] = time.perf_counter() - started
-        out["scored"] = rows
-    else:
-        raise SystemExit(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    out.update(RUNNERS[method](spec, model, Storage(), data.as_uri(), db_url, rows))
     out["rows_per_s"] = out["scored"] / out["seconds"]
     out["peak_rss_mb"] = _peak_rss_mb()
     return out
 
 
 def run_child(method: str, args: argparse.Namespace, data: Path, model_path: Path, db_url: str, rows: int) -> dict:
-    cmd = [sys.executable, __file__, "--child", method, "--spec", args.spec, "--data", str(data)]
+    cmd = [sys.executable, "-m", "bench.scoring", "--child", method, "--spec", args.spec, "--data", str(data)]
     cmd += ["--model", str(model_path), "--db-url", db_url, "--rows", str(rows)]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
@@ -215,13 +226,50 @@ def run_child(method: str, args: argparse.Namespace, data: Path, model_path: Pat
 
 
 def database_url() -> str:
-    from scripts import stack as st
+    from scripts.stack.postgres import ensure_databases, ensure_postgres
+    from scripts.stack.settings import Stack
 
-    stack = st.Stack()
-    server = st.ensure_postgres(stack)
+    stack = Stack()
+    server = ensure_postgres(stack)
     name = stack.db("bench")
-    st.ensure_databases(server, [name], reset=True)
+    ensure_databases(server, [name], reset=True)
     return f"{server.rstrip('/')}/{name}"
+
+
+def report(args: argparse.Namespace, results: dict[str, dict], big: dict | None) -> None:
+    """The table of methods, then our path's split and its ratios to each baseline."""
+    print(f"\n{'method':<14}{'rows':>12}{'seconds':>10}{'rows/s':>12}{'peak RSS MB':>13}")
+    for m, r in results.items():
+        print(f"{m:<14}{r['scored']:>12,}{r['seconds']:>10.2f}{r['rows_per_s']:>12,.0f}{r['peak_rss_mb']:>13.0f}")
+    if big:
+        print(
+            f"{'ours (big)':<14}{big['scored']:>12,}{big['seconds']:>10.2f}"
+            f"{big['rows_per_s']:>12,.0f}{big['peak_rss_mb']:>13.0f}"
+        )
+    if "ours" in results:
+        ours = results["ours"]
+        print(
+            f"\nours: load (stream, predict, COPY) {ours['load_seconds']:.2f} s; keys, index and swap "
+            f"{ours['seconds'] - ours['load_seconds']:.2f} s; {ours['quarantined']:,} rows quarantined"
+        )
+        print("ratios (ours end to end):")
+        targets = {"to_sql": ("the throughput of to_sql", 6.0), "predict_only": ("of predict-only throughput", 0.70)}
+        for base, r in results.items():
+            if base == "ours":
+                continue
+            ratio = ours["rows_per_s"] / r["rows_per_s"]
+            label, target = targets.get(base, ("of raw COPY throughput", None))
+            shown = f"{ratio:.2f}x" if base == "to_sql" else f"{ratio:.0%}"
+            verdict = (
+                "" if target is None else ("  (target met)" if ratio >= target else f"  (target {target:g} missed)")
+            )
+            print(f"  {base:<13} {shown:>7} {label}{verdict}")
+        if big:
+            growth = big["peak_rss_mb"] / ours["peak_rss_mb"]
+            print(
+                f"  peak RSS {args.rows:,} -> {args.rss_rows:,} rows: {ours['peak_rss_mb']:.0f} -> "
+                f"{big['peak_rss_mb']:.0f} MB ({growth:.2f}x)"
+            )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -257,38 +305,7 @@ def main(argv: list[str] | None = None) -> int:
             make_input(spec, big_data, args.rss_rows)
             big = run_child("ours", args, big_data, model_path, db_url, args.rss_rows)
 
-    print(f"\n{'method':<14}{'rows':>12}{'seconds':>10}{'rows/s':>12}{'peak RSS MB':>13}")
-    for m, r in results.items():
-        print(f"{m:<14}{r['scored']:>12,}{r['seconds']:>10.2f}{r['rows_per_s']:>12,.0f}{r['peak_rss_mb']:>13.0f}")
-    if big:
-        print(
-            f"{'ours (big)':<14}{big['scored']:>12,}{big['seconds']:>10.2f}"
-            f"{big['rows_per_s']:>12,.0f}{big['peak_rss_mb']:>13.0f}"
-        )
-    if "ours" in results:
-        ours = results["ours"]
-        print(
-            f"\nours: load (stream, predict, COPY) {ours['load_seconds']:.2f} s; keys, index and swap "
-            f"{ours['seconds'] - ours['load_seconds']:.2f} s; {ours['quarantined']:,} rows quarantined"
-        )
-        print("ratios (ours end to end):")
-        targets = {"to_sql": ("the throughput of to_sql", 6.0), "predict_only": ("of predict-only throughput", 0.70)}
-        for base, r in results.items():
-            if base == "ours":
-                continue
-            ratio = ours["rows_per_s"] / r["rows_per_s"]
-            label, target = targets.get(base, ("of raw COPY throughput", None))
-            shown = f"{ratio:.2f}x" if base == "to_sql" else f"{ratio:.0%}"
-            verdict = (
-                "" if target is None else ("  (target met)" if ratio >= target else f"  (target {target:g} missed)")
-            )
-            print(f"  {base:<13} {shown:>7} {label}{verdict}")
-        if big:
-            growth = big["peak_rss_mb"] / ours["peak_rss_mb"]
-            print(
-                f"  peak RSS {args.rows:,} -> {args.rss_rows:,} rows: {ours['peak_rss_mb']:.0f} -> "
-                f"{big['peak_rss_mb']:.0f} MB ({growth:.2f}x)"
-            )
+    report(args, results, big)
     return 0
 
 

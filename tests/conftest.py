@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import socket
-import sys
 from contextlib import contextmanager
 from datetime import date, timedelta
 from pathlib import Path
@@ -27,7 +26,7 @@ DATA_DAYS = 42
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from scripts.stack import Stack
+    from scripts.stack.settings import Stack
 
 
 def free_port() -> int:
@@ -94,18 +93,19 @@ def s3_server(bucket: str) -> Iterator[str]:
 
 
 def _test_stack() -> Stack:
-    from scripts.stack import Stack
+    from scripts.stack.settings import Stack
 
     return Stack(home=TEST_HOME, db_prefix="nstest", airflow_port=free_port(), mlflow_port=free_port())
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    sys.path[:0] = [str(ROOT), str(ROOT / "plugins")]
-    from scripts.stack import airflow_env
+    # pyproject.toml puts the project root and plugins/ on the path (pytest's ``pythonpath``).
+    from scripts.stack.postgres import server_url
+    from scripts.stack.services import airflow_env
+    from scripts.stack.settings import ensure_secrets
 
     stack = _test_stack()
-    server = stack.db_url.rstrip("/") if stack.db_url else f"postgresql://postgres@127.0.0.1:{stack.pg_port}"
-    env = airflow_env(stack, server)
+    env = airflow_env(stack, server_url(stack), ensure_secrets(stack))
     env["NIGHTSHIFT_LANDING_ROOT"] = env["AIRFLOW_VAR_NIGHTSHIFT_LANDING_ROOT"] = stack.landing_root
     env["NIGHTSHIFT_WORK_ROOT"] = env["AIRFLOW_VAR_NIGHTSHIFT_WORK_ROOT"] = stack.work_root
     os.environ.update({k: v for k, v in env.items() if k not in ("PATH",)})
@@ -129,17 +129,19 @@ def platform(stack: Stack):
     """Fresh test databases, a running MLflow server, a migrated Airflow DB with our settings."""
     import shutil
 
-    from scripts import stack as st
+    from scripts.stack import postgres, services
+    from scripts.stack.settings import ensure_secrets
 
-    st.down(stack)  # leftovers of an interrupted session
-    server = st.ensure_postgres(stack)
-    st.ensure_databases(server, [stack.db("airflow"), stack.db("mlflow"), stack.db("warehouse")], reset=True)
+    services.down(stack)  # leftovers of an interrupted session
+    server = postgres.ensure_postgres(stack)
+    postgres.ensure_databases(server, [stack.db("airflow"), stack.db("mlflow"), stack.db("warehouse")], reset=True)
     for sub in ("data", "mlflow-artifacts", "airflow", "logs"):
         shutil.rmtree(stack.home / sub, ignore_errors=True)
-    st.start_mlflow(stack, server)
-    st.prepare_airflow(stack, st.airflow_env(stack, server))
+    secrets = ensure_secrets(stack)
+    services.start_mlflow(stack, server)
+    services.prepare_airflow(stack, services.airflow_env(stack, server, secrets), secrets["admin_password"])
     yield stack
-    st.down(stack)
+    services.down(stack)
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from include.nightshift.pg import MONITORING_DDL_LOCK, insert_row, run_ddl
+
 if TYPE_CHECKING:
     from psycopg2.extensions import connection
 
@@ -120,18 +122,45 @@ class Alert:
         )
 
 
+DDL = """
+CREATE SCHEMA IF NOT EXISTS monitoring;
+CREATE TABLE IF NOT EXISTS monitoring.alerts (
+    id bigserial PRIMARY KEY,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    kind text NOT NULL,
+    model text,
+    dag_id text NOT NULL,
+    task_id text NOT NULL DEFAULT '',
+    map_index integer NOT NULL DEFAULT -1,
+    run_id text NOT NULL,
+    logical_date text,
+    try_number integer NOT NULL DEFAULT 0,
+    max_tries integer,
+    error text NOT NULL,
+    log_url text,
+    runbook_url text,
+    channels text[] NOT NULL DEFAULT '{}',
+    UNIQUE (kind, dag_id, run_id, task_id, map_index, try_number)
+);
+COMMENT ON TABLE monitoring.alerts IS
+    'Nightshift: every alert sent to on-call (task failures, missed deadlines, drift, decay)';
+"""
+
+
+def ensure_table(conn: connection) -> None:
+    """Create ``monitoring.alerts`` (idempotent); the analyst role may read it when that role exists."""
+    run_ddl(conn, MONITORING_DDL_LOCK, DDL, grant_schema="monitoring")
+
+
 def record(conn: connection, alert: Alert) -> bool:
     """Insert the alert's row; False when the same failure was already recorded (do not send it twice)."""
-    from include.nightshift.monitoring import ensure_schema
-
-    ensure_schema(conn)
-    row = asdict(alert)
-    cols = list(row)
+    ensure_table(conn)
     with conn, conn.cursor() as cur:
-        cur.execute(
-            f"INSERT INTO monitoring.alerts ({', '.join(cols)}) VALUES ({', '.join(['%s'] * len(cols))}) "
+        insert_row(
+            cur,
+            "monitoring.alerts",
+            asdict(alert),
             "ON CONFLICT (kind, dag_id, run_id, task_id, map_index, try_number) DO NOTHING RETURNING id",
-            [row[c] for c in cols],
         )
         return cur.fetchone() is not None
 

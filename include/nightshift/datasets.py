@@ -185,3 +185,10 @@ def build_training_set(spec: ModelSpec, features: pd.DataFrame, labels: pd.DataF
     if unlabelled:
         log.info("%d feature rows have no label yet and were left out", unlabelled)
     return TrainingSet(train=train, holdout=holdout, content_hash=content_hash(joined), unlabelled_rows=unlabelled)
+
+
+def load_training_set(storage: Storage, spec: ModelSpec, landing_root: str, window: Window) -> TrainingSet:
+    """Read the window's features and labels from the landing area and build the training set."""
+    features = read_partitions(storage, partition_uris(spec, landing_root, window.days, "features"))
+    labels = read_partitions(storage, partition_uris(spec, landing_root, window.days, "labels"))
+    return build_training_set(spec, features, labels, window)

@@ -187,9 +187,7 @@ def _read_warehouse(conn: connection, spec: ModelSpec, out: ModelOverview) -> No
         if days:
             found = published_day(conn, tables, days[-1])
             if found:
-                out.scored = ScoredDay(
-                    found["score_date"], int(found["rows"]), int(found["model_version"]), found.get("scored_at")
-                )
+                out.scored = ScoredDay(found.score_date, found.rows, found.model_version, found.scored_at)
         with conn.cursor() as cur:
             cur.execute("SELECT to_regclass('monitoring.drift_runs') IS NOT NULL")
             if cur.fetchone()[0]:

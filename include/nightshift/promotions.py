@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from include.nightshift.errors import RollbackError
+from include.nightshift.pg import MONITORING_DDL_LOCK, run_ddl
 from include.nightshift.registry import CHAMPION, TAG, get_alias, promote
 
 if TYPE_CHECKING:
@@ -25,6 +26,30 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MoveKind = Literal["gate", "force", "rollback"]
+
+DDL = """
+CREATE SCHEMA IF NOT EXISTS monitoring;
+CREATE TABLE IF NOT EXISTS monitoring.promotions (
+    id bigserial PRIMARY KEY,
+    moved_at timestamptz NOT NULL DEFAULT now(),
+    model text NOT NULL,
+    from_version text,
+    to_version text NOT NULL,
+    kind text NOT NULL CHECK (kind IN ('gate', 'force', 'rollback')),
+    reason text NOT NULL,
+    requested_by text NOT NULL,
+    approved_by text,
+    dag_id text NOT NULL,
+    run_id text NOT NULL
+);
+COMMENT ON TABLE monitoring.promotions IS
+    'Nightshift: every move of a model''s @champion alias: from and to which version, why, who asked, who approved';
+"""
+
+
+def ensure_table(conn: connection) -> None:
+    """Create ``monitoring.promotions`` (idempotent); the analyst role may read it when that role exists."""
+    run_ddl(conn, MONITORING_DDL_LOCK, DDL, grant_schema="monitoring")
 
 
 @dataclass(frozen=True)
@@ -60,15 +85,13 @@ class ChampionMove:
 
 
 def move_champion(
-    conn: connection, client: MlflowClient, spec: ModelSpec, version: str, move: ChampionMove
-) -> str | None:
+    conn: connection, client: MlflowClient, spec: ModelSpec, version: int, move: ChampionMove
+) -> int | None:
     """Move ``@champion`` of ``spec.name`` to ``version`` and log it; returns the previous version.
 
     Two moves of one model are serialised by an advisory lock, so ``from_version`` is always right.
     """
-    from include.nightshift.monitoring import ensure_schema
-
-    ensure_schema(conn)
+    ensure_table(conn)
     autocommit, conn.autocommit = conn.autocommit, False  # the row must wait for the alias
     try:
         return _move(conn, client, spec, version, move)
@@ -76,17 +99,27 @@ def move_champion(
         conn.autocommit = autocommit
 
 
-def _move(conn: connection, client: MlflowClient, spec: ModelSpec, version: str, move: ChampionMove) -> str | None:
+def _move(conn: connection, client: MlflowClient, spec: ModelSpec, version: int, move: ChampionMove) -> int | None:
     with conn, conn.cursor() as cur:
         cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"nightshift champion {spec.name}",))
         cur.execute(
             "INSERT INTO monitoring.promotions (model, from_version, to_version, kind, reason, requested_by, "
             "approved_by, dag_id, run_id) VALUES (%s, NULL, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
-            (spec.name, version, move.kind, move.reason, move.requested_by, move.approved_by, move.dag_id, move.run_id),
+            (
+                spec.name,
+                str(version),
+                move.kind,
+                move.reason,
+                move.requested_by,
+                move.approved_by,
+                move.dag_id,
+                move.run_id,
+            ),
         )
         (row_id,) = cur.fetchone()
         previous = promote(client, spec, version, move.tags())  # raises: the transaction rolls back
-        cur.execute("UPDATE monitoring.promotions SET from_version = %s WHERE id = %s", (previous, row_id))
+        from_version = str(previous) if previous is not None else None
+        cur.execute("UPDATE monitoring.promotions SET from_version = %s WHERE id = %s", (from_version, row_id))
     log.info("%s: @%s %s -> %s (%s, by %s)", spec.name, CHAMPION, previous, version, move.kind, move.requested_by)
     return previous
 
@@ -125,6 +158,6 @@ def rollback_target(client: MlflowClient, spec: ModelSpec, version: str) -> Mode
     return mv
 
 
-def current_champion(client: MlflowClient, spec: ModelSpec) -> str | None:
+def current_champion(client: MlflowClient, spec: ModelSpec) -> int | None:
     mv = get_alias(client, spec.name, CHAMPION)
-    return str(mv.version) if mv else None
+    return int(mv.version) if mv else None

@@ -13,7 +13,7 @@ import argparse
 import logging
 from dataclasses import dataclass
 from datetime import date, timedelta
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, get_args
 
 from include.nightshift.storage import Storage
 
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BadKind = Literal["missing_column", "wrong_dtype", "out_of_range", "empty"]
-BAD_KINDS: tuple[str, ...] = BadKind.__args__  # type: ignore[attr-defined]
+BAD_KINDS: tuple[str, ...] = get_args(BadKind)
 
 CONTRACTS = ["month-to-month", "one-year", "two-year"]
 PAYMENTS = ["card", "bank-transfer", "direct-debit", "voucher"]

@@ -10,7 +10,7 @@ import os
 import re
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -29,7 +29,7 @@ SAFE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 SAFE_NAME_RULE = "lower-case letter first, then lower-case letters, digits or '_', at most 40 characters"
 
 Algorithm = Literal["logistic_regression", "random_forest", "hist_gradient_boosting"]
-ALGORITHMS: tuple[str, ...] = Algorithm.__args__  # type: ignore[attr-defined]
+ALGORITHMS: tuple[str, ...] = get_args(Algorithm)
 
 # Metrics the gate understands and which direction is better.
 HIGHER_IS_BETTER = {
@@ -101,7 +101,6 @@ class Feature(_Frozen):
 class Target(_Frozen):
     name: SafeName
     label_delay_days: int = Field(ge=0, le=365)
-    positive_class: int = 1
 
     _name_ok = field_validator("name")(lambda cls, v: check_safe_name(v, "target name"))
 
@@ -286,7 +285,7 @@ class ModelSpec(_Frozen):
         return timedelta(days=self.target.label_delay_days)
 
     def hyperparameters(self, algorithm: str) -> dict[str, Any]:
-        return dict(self.training.hyperparameters.get(algorithm, {}))  # type: ignore[call-overload]
+        return next((dict(p) for name, p in self.training.hyperparameters.items() if name == algorithm), {})
 
 
 def _format_error(path: Path, err: ValidationError) -> str:

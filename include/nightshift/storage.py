@@ -2,7 +2,7 @@
 
 pyarrow's own filesystems handle both schemes with one API and stream record batches, which the
 scoring path needs; S3 credentials and endpoint are injected by the caller (from an Airflow
-connection), never looked up here.
+connection, through the Amazon provider), never looked up here.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import pandas as pd
     import pyarrow as pa
     import pyarrow.fs as pafs
@@ -25,10 +27,14 @@ class Storage:
 
     Args:
         s3_options: Keyword arguments for ``pyarrow.fs.S3FileSystem`` (access_key, secret_key,
-            endpoint_override, region, ...). Empty means the default AWS credential chain.
+            session_token, endpoint_override, region, ...). Empty means the default AWS credential chain.
+        s3_credentials: Returns more such keyword arguments; called once, when the first ``s3://`` URI
+            is resolved (so that a run on local files never resolves AWS credentials).
     """
 
     s3_options: dict[str, Any] = field(default_factory=dict)
+    s3_credentials: Callable[[], dict[str, Any]] | None = field(default=None, compare=False)
+    _cache: dict[str, dict[str, Any]] = field(default_factory=dict, compare=False, repr=False)
 
     def resolve(self, uri: str) -> tuple[pafs.FileSystem, str]:
         import pyarrow.fs as pafs
@@ -46,7 +52,9 @@ class Storage:
         boto3 and the MLflow server read ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL`` (S3-compatible
         stores, MinIO, moto); pyarrow does not, so one setting would otherwise point clients apart.
         """
-        options = dict(self.s3_options)
+        if self.s3_credentials is not None and "credentials" not in self._cache:
+            self._cache["credentials"] = dict(self.s3_credentials())
+        options = {**self._cache.get("credentials", {}), **self.s3_options}
         endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
         if endpoint and "endpoint_override" not in options:
             options["endpoint_override"] = endpoint

@@ -1,14 +1,32 @@
-"""The scikit-learn pipeline (preprocessing inside it) and the metrics the gate compares."""
+"""Training: the scikit-learn pipeline (preprocessing inside it), the metrics the gate compares, and the
+training run in MLflow (parameters, metrics, the model, its data window and a monitoring reference).
+
+Functions receive an ``MlflowClient`` (built by the Airflow hook from a connection) and never read
+configuration themselves.
+"""
 
 from __future__ import annotations
 
+import logging
+import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from include.nightshift.registry import REFERENCE_ARTIFACT, TAG
 
 if TYPE_CHECKING:
     import pandas as pd
+    from mlflow import MlflowClient
     from sklearn.pipeline import Pipeline
 
+    from include.nightshift.datasets import TrainingSet, Window
     from include.nightshift.spec import ModelSpec
+
+log = logging.getLogger(__name__)
+
+# skops (MLflow's safe default format) refuses these types unless told to trust them. They are
+# scikit-learn's own tree and dtype objects, written only by our training task into our registry.
+SKOPS_TRUSTED_TYPES = ("numpy.dtype", "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor")
 
 
 def build_pipeline(spec: ModelSpec, algorithm: str) -> Pipeline:
@@ -91,3 +109,136 @@ def evaluate(y_true: Any, scores: Any, threshold: float) -> dict[str, float]:
         "positive_rate": float(y.mean()),
         "rows": float(len(y)),
     }
+
+
+def experiment_name(spec: ModelSpec) -> str:
+    return f"nightshift-{spec.name}"
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run_id: str
+    model_uri: str
+    model_id: str
+    experiment_id: str
+    metrics: dict[str, float]
+
+
+def _fit_and_measure(spec: ModelSpec, pipeline: Pipeline, ts: TrainingSet) -> tuple[pd.DataFrame, dict[str, float]]:
+    """Fit on the training part; training and holdout metrics (``train_*``, ``holdout_*``, ``fit_seconds``)."""
+    x_train, y_train = model_input(spec, ts.train), ts.train[spec.target.name]
+    x_hold, y_hold = model_input(spec, ts.holdout), ts.holdout[spec.target.name]
+    threshold = spec.training.decision_threshold
+    started = time.monotonic()
+    pipeline.fit(x_train, y_train)
+    fit_seconds = time.monotonic() - started
+    metrics = {f"train_{k}": v for k, v in evaluate(y_train, pipeline.predict_proba(x_train)[:, 1], threshold).items()}
+    metrics.update(
+        {f"holdout_{k}": v for k, v in evaluate(y_hold, pipeline.predict_proba(x_hold)[:, 1], threshold).items()}
+    )
+    metrics["fit_seconds"] = fit_seconds
+    return x_train, metrics
+
+
+def _log_params_and_data(spec: ModelSpec, ts: TrainingSet, window: Window, algorithm: str) -> None:
+    import mlflow
+    from mlflow.data.pandas_dataset import from_pandas
+
+    mlflow.log_params(
+        {
+            "algorithm": algorithm,
+            "decision_threshold": spec.training.decision_threshold,
+            "window_start": window.start.isoformat(),
+            "window_end": window.end.isoformat(),
+            "holdout_start": window.holdout_start.isoformat(),
+            "data_hash": ts.content_hash,
+            "train_rows": len(ts.train),
+            "holdout_rows": len(ts.holdout),
+            **{f"hp_{k}": v for k, v in spec.hyperparameters(algorithm).items()},
+        }
+    )
+    mlflow.log_input(
+        from_pandas(ts.train, name=f"{spec.name}_training_set", targets=spec.target.name),
+        context="training",
+        tags={"window": f"{window.start}..{window.end}", "content_hash": ts.content_hash},
+    )
+    mlflow.log_dict(window.as_dict(), "data/window.json")
+
+
+def _log_model(pipeline: Pipeline, x_train: pd.DataFrame) -> Any:
+    import mlflow
+    from mlflow.models import infer_signature
+
+    signature = infer_signature(x_train.head(200), pipeline.predict_proba(x_train.head(200))[:, 1])
+    return mlflow.sklearn.log_model(
+        pipeline,
+        name="model",
+        signature=signature,
+        input_example=x_train.head(5),
+        pyfunc_predict_fn="predict_proba",
+        serialization_format="skops",
+        skops_trusted_types=list(SKOPS_TRUSTED_TYPES),
+        # Stated, not inferred: inference re-imports the model in a subprocess (~6 s a run).
+        pip_requirements=model_requirements(),
+    )
+
+
+def train_and_log(
+    client: MlflowClient,
+    spec: ModelSpec,
+    ts: TrainingSet,
+    window: Window,
+    algorithm: str,
+    run_tags: dict[str, str],
+    artifacts: dict[str, Any] | None = None,
+) -> TrainResult:
+    """Fit the pipeline and record everything in one MLflow run.
+
+    Logs the hyperparameters, training and holdout metrics, the model with its signature and an
+    input example, the data window and content hash, a reference sample for drift monitoring, and
+    ``artifacts`` (dicts, e.g. the GX validation results) as JSON.
+    """
+    import mlflow
+
+    mlflow.set_tracking_uri(client.tracking_uri)
+    experiment = mlflow.set_experiment(experiment_name(spec))
+    pipeline = build_pipeline(spec, algorithm)
+    tags = {f"{TAG}.model": spec.name, f"{TAG}.algorithm": algorithm, f"{TAG}.data_hash": ts.content_hash, **run_tags}
+    with mlflow.start_run(experiment_id=experiment.experiment_id, tags=tags) as run:
+        x_train, metrics = _fit_and_measure(spec, pipeline, ts)
+        _log_params_and_data(spec, ts, window, algorithm)
+        mlflow.log_metrics(metrics)
+        for name, payload in (artifacts or {}).items():
+            mlflow.log_dict(payload, f"validation/{name}.json")
+        reference = ts.train.sample(
+            n=min(len(ts.train), spec.training.reference_sample_rows), random_state=spec.training.random_seed
+        )
+        _log_frame(reference, REFERENCE_ARTIFACT)
+        info = _log_model(pipeline, x_train)
+    log.info(
+        "trained %s (%s) in MLflow run %s: holdout roc_auc %.4f",
+        spec.name,
+        algorithm,
+        run.info.run_id,
+        metrics["holdout_roc_auc"],
+    )
+    return TrainResult(run.info.run_id, info.model_uri, info.model_id, experiment.experiment_id, metrics)
+
+
+def model_requirements() -> list[str]:
+    """Pinned requirements of the logged pipeline, from the versions installed here."""
+    from importlib.metadata import version
+
+    return [f"{pkg}=={version(pkg)}" for pkg in ("scikit-learn", "skops", "pandas", "numpy", "scipy")]
+
+
+def _log_frame(df: pd.DataFrame, artifact_file: str) -> None:
+    import os
+    import tempfile
+
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, os.path.basename(artifact_file))
+        df.to_parquet(path, index=False)
+        mlflow.log_artifact(path, artifact_path=os.path.dirname(artifact_file))

@@ -1,32 +1,40 @@
-"""Hooks for systems without an Airflow provider (MLflow), and storage built from connections."""
+"""Hooks: the MLflow server (no provider exists for it), the warehouse, and object storage.
+
+Connection ids follow ``<system>_conn_id`` with the default ``<system>_default``, declared here once.
+"""
 
 from __future__ import annotations
 
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from airflow.providers.postgres.hooks.postgres import PostgresHook
 from airflow.sdk import BaseHook
-from airflow.sdk.exceptions import AirflowNotFoundException
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
+    from psycopg2.extensions import connection
 
     from include.nightshift.storage import Storage
+
+MLFLOW_CONN_ID = "mlflow_default"
+POSTGRES_CONN_ID = "postgres_default"
+AWS_CONN_ID = "aws_default"
 
 
 class MlflowHook(BaseHook):
     """An MLflow tracking server and registry, from an Airflow connection.
 
     MLflow has no Airflow provider, so this small hook turns a connection (type ``http``: host,
-    port, optional login/password for basic auth, ``extra.ui_url`` for links) into an
-    ``MlflowClient``.
+    port, schema ``http``/``https``, optional login/password for basic auth, ``extra.ui_url`` for
+    links) into an ``MlflowClient``.
 
     Args:
         mlflow_conn_id: The connection id.
     """
 
     conn_name_attr = "mlflow_conn_id"
-    default_conn_name = "mlflow_default"
+    default_conn_name = MLFLOW_CONN_ID
     conn_type = "http"
     hook_name = "MLflow"
 
@@ -50,66 +58,75 @@ class MlflowHook(BaseHook):
         return (self._conn.extra_dejson.get("ui_url") or self.tracking_uri).rstrip("/")
 
     def get_conn(self) -> MlflowClient:
-        import os
-
-        from mlflow import MlflowClient
+        """A client of the tracking server and registry, authenticated as the connection's login."""
+        from include.nightshift.tracking import mlflow_client
 
         c = self._conn
-        if c.login:
-            # MLflow's client reads basic-auth credentials only from the environment.
-            os.environ["MLFLOW_TRACKING_USERNAME"] = c.login
-            os.environ["MLFLOW_TRACKING_PASSWORD"] = c.password or ""
-        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+        return mlflow_client(self.tracking_uri, c.login or None, c.password or None)
 
     def run_url(self, experiment_id: str, run_id: str) -> str:
         return f"{self.ui_url}/#/experiments/{experiment_id}/runs/{run_id}"
 
-    def model_version_url(self, name: str, version: str) -> str:
+    def model_version_url(self, name: str, version: int | str) -> str:
         return f"{self.ui_url}/#/models/{name}/versions/{version}"
 
 
-def storage_from_connection(aws_conn_id: str | None) -> Storage:
-    """A ``Storage`` for ``file://`` URIs, and for ``s3://`` with the credentials of ``aws_conn_id``."""
+class WarehouseHook(PostgresHook):
+    """The warehouse: Airflow's PostgresHook, opening psycopg2 connections.
+
+    ``PostgresHook.get_conn()`` opens psycopg 3 connections when SQLAlchemy 2 is installed (as it is
+    with Airflow 3); the scoring library streams ``COPY`` and composes SQL with psycopg2. The hook
+    still builds the connection arguments (extras, IAM tokens) and the SQLAlchemy URL itself.
+    """
+
+    hook_name = "Nightshift warehouse (PostgreSQL, psycopg2)"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("sqlalchemy_scheme", "postgresql+psycopg2")
+        super().__init__(*args, **kwargs)
+
+    def _create_connection(self, conn_args: dict[str, Any]) -> connection:
+        import psycopg2
+
+        conn_args.pop("row_factory", None)  # psycopg 3 only
+        return psycopg2.connect(**conn_args)
+
+
+def storage_from_connection(aws_conn_id: str | None = AWS_CONN_ID) -> Storage:
+    """A ``Storage`` for ``file://`` URIs, and for ``s3://`` with the credentials of ``aws_conn_id``.
+
+    The Amazon provider's ``AwsBaseHook`` resolves them (keys, session tokens, profiles, assumed
+    roles, the default AWS chain when the connection does not exist), only when an ``s3://`` URI is
+    first used; the streaming itself stays on pyarrow's S3 filesystem.
+    """
     from include.nightshift.storage import Storage
 
     if not aws_conn_id:
         return Storage()
-    try:
-        conn = BaseHook.get_connection(aws_conn_id)
-    except AirflowNotFoundException:  # no such connection: the default AWS credential chain
-        return Storage()
-    extra = conn.extra_dejson
+    return Storage(s3_credentials=lambda: s3_options(aws_conn_id))
+
+
+def s3_options(aws_conn_id: str) -> dict[str, Any]:
+    """Keyword arguments for ``pyarrow.fs.S3FileSystem`` from an Airflow AWS connection."""
+    from urllib.parse import urlparse
+
+    from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+
+    hook = AwsBaseHook(aws_conn_id=aws_conn_id, client_type="s3")
     options: dict[str, Any] = {}
-    if conn.login:
-        options["access_key"] = conn.login
-        options["secret_key"] = conn.password
-    endpoint = extra.get("endpoint_url") or (extra.get("service_config", {}).get("s3", {}).get("endpoint_url"))
+    try:
+        credentials = hook.get_credentials()
+    except AttributeError:  # nothing in the connection nor the default chain: let pyarrow look itself
+        credentials = None
+    if credentials is not None:
+        options.update(
+            access_key=credentials.access_key, secret_key=credentials.secret_key, session_token=credentials.token
+        )
+    region = hook.region_name or hook.get_session().region_name
+    if region:
+        options["region"] = region
+    endpoint = hook.conn_config.get_service_endpoint_url("s3")
     if endpoint:
-        options["endpoint_override"] = endpoint
-        options["scheme"] = "https" if endpoint.startswith("https") else "http"
-    if extra.get("region_name"):
-        options["region"] = extra["region_name"]
-    return Storage(s3_options=options)
-
-
-def warehouse_connection(postgres_conn_id: str = "postgres_default") -> Any:
-    """A psycopg2 connection to the warehouse described by an Airflow Postgres connection.
-
-    ``PostgresHook.get_conn()`` returns a psycopg 3 connection when SQLAlchemy 2 is installed (as it
-    is with Airflow 3); the scoring library is written against psycopg2 (``psycopg2.sql``,
-    ``copy_expert`` streaming), so the hook resolves the connection and psycopg2 opens it.
-    """
-    import psycopg2
-    from airflow.providers.postgres.hooks.postgres import PostgresHook
-
-    hook = PostgresHook(postgres_conn_id=postgres_conn_id)
-    c = hook.connection
-    args: dict[str, Any] = {
-        "host": c.host,
-        "user": c.login,
-        "password": c.password,
-        "dbname": hook.database or c.schema,
-        "port": c.port,
-    }
-    args.update({k: v for k, v in c.extra_dejson.items() if k not in hook.ignored_extra_options and k != "cursor"})
-    return psycopg2.connect(**{k: v for k, v in args.items() if v not in (None, "")})
+        parsed = urlparse(endpoint if "://" in endpoint else f"https://{endpoint}")
+        options.update(endpoint_override=parsed.netloc, scheme=parsed.scheme)
+    return {k: v for k, v in options.items() if v is not None}

@@ -3,7 +3,7 @@
 Every alert goes to:
 
 - the task log (one ``ALERT`` line), always;
-- a row in ``monitoring.alerts`` (Postgres connection ``postgres_default``), always when the warehouse
+- a row in ``monitoring.alerts`` (the warehouse connection, ``postgres_default``), always when it
   answers; the row's unique key makes a second report of the same failure a no-op;
 - mail through the SMTP provider (connection ``nightshift_smtp``) when the spec lists ``alerts.email_to``;
 - Slack through the Slack provider (incoming-webhook connection ``nightshift_slack``) when it exists.
@@ -11,7 +11,7 @@ Every alert goes to:
 A channel that fails is logged and skipped; a notifier never raises, so it can never hide or change
 the failure it reports.
 
-Where each is attached (see ``factory.py``):
+Where each is attached (see ``factory/common.py`` and ``factory/scoring.py``):
 
 - ``FailureAlert``: every task's ``on_failure_callback``. Airflow 3.3 runs it once, on the final
   failure (``on_retry_callback`` runs on the tries before), in the task's process, or in the DAG
@@ -31,16 +31,25 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseNotifier
 
 from include.nightshift.alerts import Alert, first_line, runbook_url
+from nightshift_airflow.hooks import POSTGRES_CONN_ID
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+    from psycopg2.extensions import connection
+
+    from include.nightshift.spec import ModelSpec
 
 log = logging.getLogger(__name__)
 
 SMTP_CONN_ID = "nightshift_smtp"
 SLACK_CONN_ID = "nightshift_slack"
-WAREHOUSE_CONN_ID = "postgres_default"
 TASK_ALERT_GRACE_SECONDS = 10
+
+
+def _warehouse() -> connection:
+    from nightshift_airflow.hooks import WarehouseHook
+
+    return WarehouseHook(postgres_conn_id=POSTGRES_CONN_ID).get_conn()
 
 
 def _runbook_base() -> str | None:
@@ -79,13 +88,12 @@ def deliver(alert: Alert, email_to: list[str] | tuple[str, ...] = (), send: bool
     Never raises. Returns the alert with ``channels`` filled.
     """
     from include.nightshift import alerts
-    from nightshift_airflow.hooks import warehouse_connection
 
     log.error("%s", alert.log_line())
     alert.channels = ["log"]
     conn = None
     try:
-        conn = warehouse_connection(WAREHOUSE_CONN_ID)
+        conn = _warehouse()
         if not alerts.record(conn, alert):
             log.info("alert already recorded and sent for this failure: not sending it again")
             conn.close()
@@ -93,15 +101,15 @@ def deliver(alert: Alert, email_to: list[str] | tuple[str, ...] = (), send: bool
         alert.channels.append("table")
     except Exception:
         log.exception("could not record the alert in monitoring.alerts; sending it anyway")
-    channels = []
+    channels: list[tuple[str, Any, bool]] = []
     if send:
         channels.append(("mail", lambda: _send_mail(alert, list(email_to)), bool(email_to) and _exists(SMTP_CONN_ID)))
         channels.append(("slack", lambda: _send_slack(alert), _exists(SLACK_CONN_ID)))
-    for name, send, configured in channels:
+    for name, send_to, configured in channels:
         if not configured:
             continue
         try:
-            send()
+            send_to()
             alert.channels.append(name)
         except Exception:
             log.exception("alert channel %s failed; the alert is in the log%s", name, " and the table" if conn else "")
@@ -130,12 +138,12 @@ def task_alert(context: Context, model: str | None) -> Alert:
     """The alert for a task's final failure, from its context."""
     ti = context.get("ti") or context.get("task_instance")
     dag_run = context.get("dag_run")
-    dag_id = getattr(ti, "dag_id", None) or getattr(dag_run, "dag_id", "")
-    task_id = getattr(ti, "task_id", "") or ""
+    dag_id = str(getattr(ti, "dag_id", None) or getattr(dag_run, "dag_id", "") or "")
+    task_id = str(getattr(ti, "task_id", "") or "")
     map_index = getattr(ti, "map_index", -1)
     log_url = None
     try:
-        log_url = ti.log_url  # type: ignore[union-attr]
+        log_url = getattr(ti, "log_url", None)
     except Exception:
         log.debug("no log url on %r", ti)
     return Alert(
@@ -144,7 +152,7 @@ def task_alert(context: Context, model: str | None) -> Alert:
         dag_id=dag_id,
         task_id=task_id,
         map_index=map_index if isinstance(map_index, int) else -1,
-        run_id=context.get("run_id") or getattr(dag_run, "run_id", ""),
+        run_id=str(context.get("run_id") or getattr(dag_run, "run_id", "") or ""),
         logical_date=_iso(context.get("logical_date") or getattr(dag_run, "logical_date", None)),
         try_number=int(getattr(ti, "try_number", 0) or 0),
         max_tries=getattr(ti, "max_tries", None),
@@ -192,16 +200,14 @@ class RunFailureAlert(_ModelNotifier):
 
     def _notify(self, context: Context) -> None:
         from include.nightshift import alerts
-        from include.nightshift.monitoring import ensure_schema
-        from nightshift_airflow.hooks import warehouse_connection
 
         dag_run = context.get("dag_run")
-        dag_id = getattr(dag_run, "dag_id", None) or getattr(context.get("dag"), "dag_id", "")
-        run_id = context.get("run_id") or getattr(dag_run, "run_id", "")
+        dag_id = str(getattr(dag_run, "dag_id", None) or getattr(context.get("dag"), "dag_id", "") or "")
+        run_id = str(context.get("run_id") or getattr(dag_run, "run_id", "") or "")
         reported: list[dict[str, Any]] = []
         try:
-            with closing(warehouse_connection(WAREHOUSE_CONN_ID)) as conn:
-                ensure_schema(conn)
+            with closing(_warehouse()) as conn:
+                alerts.ensure_table(conn)
                 # A failed task's own alert runs in its process just after the task reports its state,
                 # so it can land a moment after the run is marked failed: give it a few seconds.
                 deadline = time.monotonic() + TASK_ALERT_GRACE_SECONDS
@@ -251,3 +257,20 @@ async def scores_deadline_missed(model: str, email_to: list[str] | None = None, 
     )
     sent = await asyncio.to_thread(deliver, alert, tuple(email_to or ()))
     return ",".join(sent.channels)
+
+
+def retraining_alert(context: Context, spec: ModelSpec, kind: str, task_id: str, found: list[str]) -> Alert:
+    """Tell on-call that monitoring requests retraining (``kind`` ``drift`` or ``performance``) and why."""
+    dag_id = context["dag"].dag_id
+    alert = Alert(
+        kind=kind,
+        model=spec.name,
+        dag_id=dag_id,
+        task_id=task_id,
+        run_id=context["run_id"],
+        logical_date=str(context.get("logical_date") or "") or None,
+        error=f"retraining {spec.name}: " + "; ".join(found),
+        log_url=context["ti"].log_url,
+        runbook_url=runbook_url(_runbook_base(), dag_id, task_id),
+    )
+    return deliver(alert, spec.alerts.email_to)

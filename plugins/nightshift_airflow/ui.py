@@ -119,7 +119,7 @@ def _overviews(user: Any) -> tuple[list[ModelOverview], str, list[str]]:
     from include.nightshift.errors import SpecError
     from include.nightshift.overview import model_overview
     from include.nightshift.spec import load_specs, models_dir
-    from nightshift_airflow.hooks import MlflowHook, warehouse_connection
+    from nightshift_airflow.hooks import MlflowHook, WarehouseHook
 
     problems: list[str] = []
     try:
@@ -129,7 +129,7 @@ def _overviews(user: Any) -> tuple[list[ModelOverview], str, list[str]]:
     hook = MlflowHook()
     client = hook.get_conn()
     try:
-        conn = warehouse_connection()
+        conn = WarehouseHook().get_conn()
     except Exception as exc:
         conn = None
         problems.append(f"warehouse: {type(exc).__name__}: {str(exc)[:300]}")
@@ -185,7 +185,7 @@ def _validation(dag_id: str, run_id: str, task_id: str, map_index: int) -> tuple
     if not uri:
         return summary, {}, "the task kept no full result (no work root); the failed rules are listed above"
     try:
-        return summary, json.loads(storage_from_connection("aws_default").read_bytes(uri)), None
+        return summary, json.loads(storage_from_connection().read_bytes(uri)), None
     except Exception as exc:
         return summary, {}, f"the full result at {uri} could not be read: {type(exc).__name__}: {str(exc)[:300]}"
 

@@ -16,7 +16,7 @@ from datetime import date, timedelta
 
 import pytest
 
-from scripts.stack import ensure_databases
+from scripts.stack.postgres import ensure_databases
 from tests.conftest import ROOT, free_port
 
 pytestmark = pytest.mark.e2e
@@ -44,7 +44,8 @@ def _stack(endpoint: str):
 
     from include.nightshift.sample import SampleOptions, generate
     from include.nightshift.spec import load_spec
-    from scripts import stack as st
+    from scripts.stack.api import api_for
+    from scripts.stack.settings import Stack
 
     aws = {
         "AWS_ENDPOINT_URL": endpoint,  # boto3, the MLflow server and our Storage read it
@@ -82,7 +83,7 @@ def _stack(endpoint: str):
     for key in ("NIGHTSHIFT_DB_URL", "NIGHTSHIFT_PG_PORT"):
         if key in os.environ:
             env[key] = os.environ[key]
-    cli = [sys.executable, str(ROOT / "scripts" / "stack.py")]
+    cli = [sys.executable, "-m", "scripts.stack"]
     subprocess.run([*cli, "down"], env=env, cwd=ROOT, check=False, capture_output=True)
     shutil.rmtree(HOME, ignore_errors=True)
     redis.Redis.from_url(REDIS_URL).flushdb()
@@ -115,10 +116,10 @@ def _stack(endpoint: str):
 
     up = subprocess.run([*cli, "up"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
-    stack = st.Stack(
+    stack = Stack(
         home=HOME, airflow_port=int(env["NIGHTSHIFT_AIRFLOW_PORT"]), executor="CeleryExecutor", celery_workers=2
     )
-    yield stack, st.api_for(stack), server.rstrip("/"), endpoint
+    yield stack, api_for(stack), server.rstrip("/"), endpoint
     subprocess.run([*cli, "down"], env=env, cwd=ROOT, check=False, capture_output=True)
 
 

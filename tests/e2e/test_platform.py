@@ -15,7 +15,7 @@ import urllib.request
 
 import pytest
 
-from scripts.stack import ensure_databases
+from scripts.stack.postgres import ensure_databases
 from tests.conftest import ROOT, free_port
 
 pytestmark = pytest.mark.e2e
@@ -37,7 +37,7 @@ def e2e_env():
     for key in ("NIGHTSHIFT_DB_URL", "NIGHTSHIFT_PG_PORT"):
         if key in os.environ:
             env[key] = os.environ[key]
-    stack = [sys.executable, str(ROOT / "scripts" / "stack.py")]
+    stack = [sys.executable, "-m", "scripts.stack"]
     subprocess.run([*stack, "down"], env=env, cwd=ROOT, check=False, capture_output=True)
     import shutil
 
@@ -62,7 +62,7 @@ def e2e_env():
 
 def _stack(env, command: str, timeout: int = 900) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "stack.py"), command],
+        [sys.executable, "-m", "scripts.stack", command],
         env=env,
         cwd=ROOT,
         capture_output=True,
@@ -147,9 +147,10 @@ def test_a_scoring_backfill_is_idempotent_in_either_order(e2e_env):
     import time
     from datetime import UTC, datetime, timedelta
 
-    from scripts import stack as st
+    from scripts.stack.api import api_for
+    from scripts.stack.settings import Stack
 
-    api = st.api_for(st.Stack(home=ROOT / ".local-e2e", airflow_port=int(e2e_env["NIGHTSHIFT_AIRFLOW_PORT"])))
+    api = api_for(Stack(home=ROOT / ".local-e2e", airflow_port=int(e2e_env["NIGHTSHIFT_AIRFLOW_PORT"])))
     today = datetime.now(UTC).date()
     days = [(today - timedelta(days=n)).isoformat() for n in (2, 1)]
     api.call(
@@ -358,10 +359,11 @@ def _latest_drift(model: str) -> tuple[str, int, int]:
 
 
 def test_a_failed_run_reports_the_task_and_its_error(e2e_env):
-    from scripts import stack as st
+    from scripts.stack.api import api_for
+    from scripts.stack.settings import Stack
 
-    stack = st.Stack(home=ROOT / ".local-e2e", airflow_port=int(e2e_env["NIGHTSHIFT_AIRFLOW_PORT"]))
-    api = st.api_for(stack)
+    stack = Stack(home=ROOT / ".local-e2e", airflow_port=int(e2e_env["NIGHTSHIFT_AIRFLOW_PORT"]))
+    api = api_for(stack)
     run_id = api.trigger("churn_training", conf={"force_promote": True})  # no reason given
     assert api.wait_for_run("churn_training", run_id, timeout=300)["state"] == "failed"
 
@@ -374,13 +376,14 @@ def test_a_failed_run_reports_the_task_and_its_error(e2e_env):
 @pytest.fixture(scope="module")
 def inbox(e2e_env):
     """A real SMTP server on loopback, configured as the stack's ``nightshift_smtp`` connection."""
-    from scripts import stack as st
+    from scripts.stack.api import api_for
+    from scripts.stack.settings import Stack
     from tests.conftest import smtp_server
 
-    stack = st.Stack(home=ROOT / ".local-e2e", airflow_port=int(e2e_env["NIGHTSHIFT_AIRFLOW_PORT"]))
+    stack = Stack(home=ROOT / ".local-e2e", airflow_port=int(e2e_env["NIGHTSHIFT_AIRFLOW_PORT"]))
     extra = {"disable_ssl": True, "disable_tls": True, "from_email": "nightshift@example.com", "retry_limit": 1}
     with smtp_server() as (smtp, keep):
-        st.api_for(stack).call(  # as an admin would, in Admin -> Connections
+        api_for(stack).call(  # as an admin would, in Admin -> Connections
             "POST",
             "/api/v2/connections",
             {
@@ -397,9 +400,10 @@ def inbox(e2e_env):
 def test_a_final_failure_alerts_on_call_once_through_the_real_scheduler(e2e_env, inbox):
     """One mail per final failure (not per retry: apache/airflow#56942), and the DAG-level failure
     callback fires (apache/airflow#63374), on the pinned Airflow, with the real scheduler and DAG processor."""
-    from scripts import stack as st
+    from scripts.stack.api import api_for
+    from scripts.stack.settings import Stack
 
-    api = st.api_for(st.Stack(home=ROOT / ".local-e2e", airflow_port=int(e2e_env["NIGHTSHIFT_AIRFLOW_PORT"])))
+    api = api_for(Stack(home=ROOT / ".local-e2e", airflow_port=int(e2e_env["NIGHTSHIFT_AIRFLOW_PORT"])))
     # A day that was never scored: resolve_run fails, is retried once (the e2e spec's runs.retries), fails.
     run_id = api.trigger("churn_monitoring", conf={"score_date": "2020-01-01"})
     assert api.wait_for_run("churn_monitoring", run_id, timeout=300)["state"] == "failed"
@@ -437,10 +441,11 @@ def test_a_killed_task_still_reaches_on_call(e2e_env, inbox):
     import pyarrow.parquet as pq
 
     from include.nightshift.spec import load_spec
-    from scripts import stack as st
+    from scripts.stack.api import api_for
+    from scripts.stack.settings import Stack
 
-    stack = st.Stack(home=ROOT / ".local-e2e", airflow_port=int(e2e_env["NIGHTSHIFT_AIRFLOW_PORT"]))
-    api = st.api_for(stack)
+    stack = Stack(home=ROOT / ".local-e2e", airflow_port=int(e2e_env["NIGHTSHIFT_AIRFLOW_PORT"]))
+    api = api_for(stack)
     spec = load_spec(Path(e2e_env["NIGHTSHIFT_MODELS_DIR"]) / "churn.yaml")
     # A big day (2.5M rows, two shards): a clean sample day repeated under new keys.
     landing = ROOT / ".local-e2e" / "data" / "landing"  # the stack's own, not this process's (tests/conftest.py)
@@ -495,10 +500,11 @@ def test_a_promotion_waits_for_approval_and_records_the_approver(e2e_env):
 
     from mlflow import MlflowClient
 
-    from scripts import stack as st
+    from scripts.stack.api import api_for
+    from scripts.stack.settings import Stack
 
-    stack = st.Stack(home=ROOT / ".local-e2e", airflow_port=int(e2e_env["NIGHTSHIFT_AIRFLOW_PORT"]))
-    api = st.api_for(stack)
+    stack = Stack(home=ROOT / ".local-e2e", airflow_port=int(e2e_env["NIGHTSHIFT_AIRFLOW_PORT"]))
+    api = api_for(stack)
     api.wait_for_dag("churn_approved_training")
     api.unpause("churn_approved_training")
     run_id = api.trigger("churn_approved_training")

@@ -10,7 +10,7 @@ def warehouse(platform):
     """An autocommit psycopg2 connection to the test platform's warehouse database."""
     import psycopg2
 
-    from scripts.stack import ensure_postgres
+    from scripts.stack.postgres import ensure_postgres
 
     conn = psycopg2.connect(f"{ensure_postgres(platform)}/{platform.db('warehouse')}")
     conn.autocommit = True

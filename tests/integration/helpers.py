@@ -45,20 +45,14 @@ def run_dag(dag: Any, run_date: date, conf: dict[str, Any] | None = None) -> Run
 
 def train_champion(mlflow_client: Any, spec: Any, landing: str, end: date) -> Any:
     """Train ``spec`` (logistic regression) on the window ending ``end``, register it and make it ``@champion``."""
-    from include.nightshift import datasets, registry
+    from include.nightshift import datasets, registry, training
     from include.nightshift.storage import Storage
 
-    storage = Storage()
     window = datasets.resolve_window(spec, end)
-    ts = datasets.build_training_set(
-        spec,
-        datasets.read_partitions(storage, datasets.partition_uris(spec, landing, window.days, "features")),
-        datasets.read_partitions(storage, datasets.partition_uris(spec, landing, window.days, "labels")),
-        window,
-    )
-    trained = registry.train_and_log(mlflow_client, spec, ts, window, "logistic_regression", {})
+    ts = datasets.load_training_set(Storage(), spec, landing, window)
+    trained = training.train_and_log(mlflow_client, spec, ts, window, "logistic_regression", {})
     mv = registry.register(mlflow_client, spec, trained.model_uri, trained.model_id, trained.run_id, {})
-    registry.promote(mlflow_client, spec, mv.version, {"nightshift.promotion_reason": "test"})
+    registry.promote(mlflow_client, spec, int(mv.version), {"nightshift.promotion_reason": "test"})
     return mv
 
 

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.integration
 def test_scoring_bench_prints_each_method_and_the_ratios(platform):
     env = {**os.environ, "NIGHTSHIFT_DB_PREFIX": platform.db_prefix, "NIGHTSHIFT_HOME": str(platform.home)}
     out = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "scoring.py"), "--rows", "30000", "--rss-rows", "60000"],
+        [sys.executable, "-m", "bench.scoring", "--rows", "30000", "--rss-rows", "60000"],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -37,7 +37,7 @@ def test_scoring_bench_prints_each_method_and_the_ratios(platform):
 
 def test_drift_bench_prints_both_times_and_the_agreement():
     out = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "drift.py"), "--rows", "40000", "--sample-rows", "10000"],
+        [sys.executable, "-m", "bench.drift", "--rows", "40000", "--sample-rows", "10000"],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -26,14 +26,15 @@ def local_home():
 def test_a_port_where_nothing_answers_gets_a_project_local_cluster(local_home):
     import psycopg2
 
-    from scripts import stack as st
+    from scripts.stack import postgres, services
+    from scripts.stack.settings import Stack
 
-    stack = st.Stack(home=local_home, db_url=None, pg_port=free_port(), db_prefix="nslocal")
-    url = st.ensure_postgres(stack)
+    stack = Stack(home=local_home, db_url=None, pg_port=free_port(), db_prefix="nslocal")
+    url = postgres.ensure_postgres(stack)
     try:
         assert url == f"postgresql://postgres@127.0.0.1:{stack.pg_port}"
         assert (local_home / "pg" / "data" / "PG_VERSION").exists()
-        st.ensure_databases(url, [stack.db("airflow"), stack.db("mlflow"), stack.db("warehouse")])
+        postgres.ensure_databases(url, [stack.db("airflow"), stack.db("mlflow"), stack.db("warehouse")])
         with psycopg2.connect(f"{url}/nslocal_warehouse") as conn, conn.cursor() as cur:
             cur.execute("SELECT current_user, inet_server_port()")
             assert cur.fetchone() == ("postgres", stack.pg_port)
@@ -41,8 +42,8 @@ def test_a_port_where_nothing_answers_gets_a_project_local_cluster(local_home):
             owner = (local_home / "pg" / "data").owner()
             assert owner == "nightshift", "PostgreSQL must not run as root"
         # a second `up` finds it running and reuses it
-        assert st.ensure_postgres(stack) == url
+        assert postgres.ensure_postgres(stack) == url
     finally:
-        st.down(stack)
+        services.down(stack)
     with pytest.raises(psycopg2.OperationalError):
         psycopg2.connect(f"{url}/postgres", connect_timeout=2)

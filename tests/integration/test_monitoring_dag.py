@@ -247,7 +247,7 @@ def smtp_connection(monkeypatch, port):
 @pytest.fixture
 def outside_a_task(platform, monkeypatch):
     """Connections for code run by this test process itself (outside a task, the metadata DB is not read)."""
-    from scripts.stack import ensure_postgres
+    from scripts.stack.postgres import ensure_postgres
 
     monkeypatch.setenv("AIRFLOW_CONN_POSTGRES_DEFAULT", f"{ensure_postgres(platform)}/{platform.db('warehouse')}")
 

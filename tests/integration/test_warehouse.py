@@ -25,7 +25,7 @@ DAY = date(2026, 11, 19)
 
 @pytest.fixture(scope="module")
 def server(platform):
-    from scripts.stack import ensure_postgres
+    from scripts.stack.postgres import ensure_postgres
 
     return ensure_postgres(platform)
 
@@ -113,11 +113,13 @@ def score_day(conn, qconn, spec, model, uri: str, run_id: str, version: int = 1)
     lease = warehouse.claim(conn, tables, DAY, run_id, 30)
     consts = warehouse.Constants(DAY, spec.name, version, "mlflowrun", run_id)
     results = [
-        scoring.score_shard(conn, qconn, Storage(), spec, tables, consts, model, uri, s, lease.heartbeat)
+        scoring.score_shard(
+            conn, qconn, scoring.ShardJob(spec, tables, consts, Storage(), uri, s, model), lease.heartbeat
+        )
         for s in shards
     ]
     staged = warehouse.assemble(conn, tables, consts, len(shards))
-    warehouse.publish(conn, tables, consts, staged, len(shards))
+    warehouse.publish(conn, lease, consts, staged, len(shards))
     return total, results
 
 
@@ -154,8 +156,6 @@ def test_shards_are_assembled_into_one_day(spec, model, connect, tmp_path):
 
 
 SCORER = """
-import sys
-sys.path[:0] = [{root!r}]
 import pickle, psycopg2
 from tests.integration.test_warehouse import score_day
 from include.nightshift.spec import ModelSpec
@@ -270,15 +270,16 @@ def test_over_the_quarantine_threshold_nothing_is_published(spec, model, connect
     score_day(conn, qconn, spec, model, write_day(spec, (tmp_path / "ok").as_uri(), 1000), "run-ok")
     bad_uri = write_day(spec, (tmp_path / "bad").as_uri(), 1000, bad=50)  # 5 % > 1 %
     tables = warehouse.Tables.for_spec(spec)
-    warehouse.claim(conn, tables, DAY, "run-bad", 30)
+    lease = warehouse.claim(conn, tables, DAY, "run-bad", 30)
     consts = warehouse.Constants(DAY, spec.name, 1, "m", "run-bad")
     _, shards = scoring.inspect_input(Storage(), spec, bad_uri)
-    result = scoring.score_shard(conn, qconn, Storage(), spec, tables, consts, model, bad_uri, shards[0])
+    job = scoring.ShardJob(spec, tables, consts, Storage(), bad_uri, shards[0], model)
+    result = scoring.score_shard(conn, qconn, job)
     assert result.quarantined == {"tenure_months between 0 and 120": 50}
     assert result.scored_rows + result.quarantined_rows == 1000
     assert result.examples["tenure_months between 0 and 120"] == ["0", "1", "2", "3", "4"]
 
-    kept = warehouse.publish_quarantine_only(conn, tables, consts, len(shards))
+    kept = warehouse.publish_quarantine_only(conn, lease, consts, len(shards))
 
     assert kept == 50
     assert day_state(conn, spec) == (1000, {"run-ok"}), "the published day stays"
@@ -364,7 +365,9 @@ def test_a_model_error_mid_stream_is_raised_as_is_and_leaves_nothing(spec, model
     consts = warehouse.Constants(DAY, small.name, 1, "m", "run-x")
 
     with pytest.raises(ValueError, match="exploded on the second batch"):
-        scoring.score_shard(conn, qconn, Storage(), small, tables, consts, Exploding(), uri, shards[0])
+        scoring.score_shard(
+            conn, qconn, scoring.ShardJob(small, tables, consts, Storage(), uri, shards[0], Exploding())
+        )
 
     assert staging_left(conn, small) == [], "both staging tables were rolled back"
     assert day_state(conn, small) == (1000, {"run-ok"})

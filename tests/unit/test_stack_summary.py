@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from scripts.stack import Stack, print_summary
+from scripts.stack.settings import Stack
+from scripts.stack.summary import print_summary
 
 pytestmark = pytest.mark.unit
 
@@ -43,3 +44,30 @@ def test_failure_summary_shows_each_failed_task_with_its_error(stack, capsys):
     assert "                   - expect_column_values..." in out
     assert "docs/runbook.md" in out
     assert "model version   -" in out and "@champion       none" in out
+
+
+def test_reading_settings_and_printing_summaries_write_nothing(tmp_path, capsys):
+    """Functions that report never act: no secrets file, no database, no directory appears."""
+    from datetime import date
+
+    from scripts.stack.summary import print_monitoring_summary, print_scoring_summary
+
+    home = tmp_path / "home"
+    stack = Stack(home=home, airflow_port=18080, mlflow_port=15000)
+    assert stack.secrets() == {}
+    day = date(2026, 11, 20)
+    facts = {
+        "schema": "nightshift",
+        "rows": {day.isoformat(): 2000},
+        "quarantined": {day.isoformat(): 0},
+        "analyst_query": "SELECT 1",
+        "analyst_rows": [(1,)],
+        "psql_url": "postgresql://analyst@127.0.0.1:5432/nightshift_warehouse",
+    }
+    print_scoring_summary(stack, "churn_scoring", {day: "success"}, facts, {})
+    print_monitoring_summary(stack, [day], {"drift": {}, "performance": []}, 600)
+    print_summary(stack, "churn_training", "manual__1", "success", {}, {})
+    out = capsys.readouterr().out
+    assert "2,000 rows in nightshift.churn_scores" in out
+    assert "psql 'postgresql://analyst@127.0.0.1:5432/nightshift_warehouse'" in out
+    assert not home.exists(), "a summary created the stack's home"

@@ -1,20 +1,34 @@
-"""What every Nightshift operator shares: the model spec, and mapping library errors to Airflow."""
+"""What every Nightshift operator shares: the model spec, the hooks, and mapping library errors to Airflow.
+
+As in the Airflow providers (``AwsBaseOperator``, common-sql's ``BaseSQLOperator``), the base class
+owns the connection ids (``<system>_conn_id``, default ``<system>_default``) and builds each hook once,
+on first use, as a cached property; ``__init__`` only stores arguments. ``execute`` loads the spec
+and calls :meth:`NightshiftOperator.run`, which calls one library function and pushes small facts.
+"""
 
 from __future__ import annotations
 
 import re
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
+from nightshift_airflow.hooks import AWS_CONN_ID, MLFLOW_CONN_ID, POSTGRES_CONN_ID
+
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from datetime import date
 
     from airflow.sdk import Context
+    from mlflow import MlflowClient
+    from psycopg2.extensions import connection
 
     from include.nightshift.spec import ModelSpec
+    from include.nightshift.storage import Storage
+    from nightshift_airflow.hooks import MlflowHook, WarehouseHook
 
 
 @contextmanager
@@ -33,34 +47,77 @@ def run_slug(run_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", run_id)
 
 
-def run_date(context: Context) -> Any:
+def run_date(context: Context) -> date:
     """The date a run is for: its logical date, or when it was triggered if it has none."""
     when = context.get("logical_date") or context["dag_run"].run_after
     return when.date()
 
 
 class NightshiftOperator(BaseOperator):
-    """Base class: holds the model name; subclasses implement ``run``.
+    """Base class: holds the model name and the connection ids; subclasses implement ``run``.
 
     Args:
         model: The spec name under ``include/models/`` (templated).
+        mlflow_conn_id: The MLflow tracking server and registry.
+        postgres_conn_id: The warehouse.
+        aws_conn_id: Credentials for ``s3://`` URIs (none: the default AWS chain).
     """
 
     template_fields: tuple[str, ...] = ("model",)
     ui_color = "#e8e4f8"
 
-    def __init__(self, *, model: str, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        model: str,
+        mlflow_conn_id: str = MLFLOW_CONN_ID,
+        postgres_conn_id: str = POSTGRES_CONN_ID,
+        aws_conn_id: str | None = AWS_CONN_ID,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.model = model
+        self.mlflow_conn_id = mlflow_conn_id
+        self.postgres_conn_id = postgres_conn_id
+        self.aws_conn_id = aws_conn_id
 
-    def load_spec(self) -> ModelSpec:
+    @cached_property
+    def spec(self) -> ModelSpec:
         from include.nightshift.spec import load_model
 
         return load_model(self.model)
 
+    @cached_property
+    def mlflow_hook(self) -> MlflowHook:
+        from nightshift_airflow.hooks import MlflowHook
+
+        return MlflowHook(mlflow_conn_id=self.mlflow_conn_id)
+
+    @cached_property
+    def mlflow(self) -> MlflowClient:
+        return self.mlflow_hook.get_conn()
+
+    @cached_property
+    def warehouse_hook(self) -> WarehouseHook:
+        from nightshift_airflow.hooks import WarehouseHook
+
+        return WarehouseHook(postgres_conn_id=self.postgres_conn_id)
+
+    @contextmanager
+    def warehouse(self) -> Iterator[connection]:
+        """A new psycopg2 connection to the warehouse, closed on exit."""
+        with closing(self.warehouse_hook.get_conn()) as conn:
+            yield conn
+
+    @cached_property
+    def storage(self) -> Storage:
+        from nightshift_airflow.hooks import storage_from_connection
+
+        return storage_from_connection(self.aws_conn_id)
+
     def execute(self, context: Context) -> Any:
         with final_on_bad_input():
-            return self.run(context, self.load_spec())
+            return self.run(context, self.spec)
 
     def run(self, context: Context, spec: ModelSpec) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError

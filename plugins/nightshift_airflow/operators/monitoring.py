@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from contextlib import closing
-from datetime import date, timedelta
+from datetime import date
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from nightshift_airflow.links import DriftReportLink
@@ -12,13 +12,8 @@ from nightshift_airflow.operators.base import NightshiftOperator
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+    from include.nightshift.monitoring import MonitoredDay
     from include.nightshift.spec import ModelSpec
-
-
-def _connect(postgres_conn_id: str) -> Any:
-    from nightshift_airflow.hooks import warehouse_connection
-
-    return warehouse_connection(postgres_conn_id)
 
 
 def event_dates(context: Context) -> list[date]:
@@ -41,83 +36,53 @@ class ResolveMonitoringRunOperator(NightshiftOperator):
 
     Args:
         landing_root: Root URI of the landing partitions (templated).
-        postgres_conn_id: The warehouse.
     """
 
     template_fields = ("model", "landing_root")
 
-    def __init__(self, *, landing_root: str, postgres_conn_id: str = "postgres_default", **kwargs: Any) -> None:
+    def __init__(self, *, landing_root: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.landing_root = landing_root
-        self.postgres_conn_id = postgres_conn_id
 
     def run(self, context: Context, spec: ModelSpec) -> list[dict[str, Any]]:
         from include.nightshift import monitoring, warehouse
-        from include.nightshift.errors import NotPublishedYetError, ParamsError
+        from include.nightshift.errors import ParamsError
 
         value = context["params"].get("score_date")
         try:
             asked = date.fromisoformat(str(value)) if value else None
         except ValueError:
             raise ParamsError(f"param 'score_date' must be a date YYYY-MM-DD, got {value!r}") from None
-        tables = warehouse.Tables.for_spec(spec)
-        out = []
-        with closing(_connect(self.postgres_conn_id)) as conn:
-            warehouse.ensure_tables(conn, spec)
+        with self.warehouse() as conn:
+            tables = warehouse.ensure_tables(conn, spec)
             monitoring.ensure_schema(conn)
-            days: list[date | None] = [asked]
-            if asked is None:
-                events = event_dates(context)
-                pending = monitoring.unmonitored_days(conn, tables, spec.name)
-                days = sorted(set(events) | set(pending)) or [None]  # None: the latest published day
-                if set(pending) - set(events):
-                    self.log.info(
-                        "also monitoring published days not monitored yet: %s", sorted(set(pending) - set(events))
-                    )
-            for day in days:
-                published = monitoring.published_day(conn, tables, day)
-                if published is None:
-                    raise NotPublishedYetError(
-                        f"no published scores of {spec.name} for {day or 'any day'} in "
-                        f"{tables.schema}.{tables.scores}: run {spec.name}_scoring for that date first "
-                        "(retried, in case its scoring run is still on the way)"
-                    )
-                d = published["score_date"]
-                labelled = d - timedelta(days=spec.target.label_delay_days)
-                out.append(
-                    {
-                        "score_date": d.isoformat(),
-                        "rows": published["rows"],
-                        "model_version": str(published["model_version"]),
-                        "mlflow_run_id": published["mlflow_run_id"],
-                        "input_uri": spec.landing.features(self.landing_root, d.isoformat()),
-                        "labelled_date": labelled.isoformat(),
-                        "labels_uri": spec.landing.labels(self.landing_root, labelled.isoformat()),
-                    }
-                )
-        self.log.info("monitoring %s for %s", spec.name, ", ".join(o["score_date"] for o in out))
-        return out
+            days, caught_up = monitoring.days_to_monitor(
+                conn, spec, tables, self.landing_root, asked, event_dates(context)
+            )
+        if caught_up:
+            self.log.info("also monitoring published days not monitored yet: %s", caught_up)
+        self.log.info("monitoring %s for %s", spec.name, ", ".join(d.score_date.isoformat() for d in days))
+        return [d.as_dict() for d in days]
 
 
 class _DayOperator(NightshiftOperator):
-    """What the mapped per-day tasks share: the day and the connections to read and write it."""
+    """What the mapped per-day tasks share: the day they look at.
+
+    Args:
+        day: One entry returned by ``ResolveMonitoringRunOperator`` (templated; mapped).
+    """
 
     ui_color = "#fde9d9"
 
-    def __init__(
-        self,
-        *,
-        day: Any,
-        mlflow_conn_id: str = "mlflow_default",
-        postgres_conn_id: str = "postgres_default",
-        aws_conn_id: str | None = "aws_default",
-        **kwargs: Any,
-    ) -> None:
+    def __init__(self, *, day: Any, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.day = day
-        self.mlflow_conn_id = mlflow_conn_id
-        self.postgres_conn_id = postgres_conn_id
-        self.aws_conn_id = aws_conn_id
+
+    @cached_property
+    def monitored(self) -> MonitoredDay:
+        from include.nightshift.monitoring import MonitoredDay
+
+        return MonitoredDay.from_dict(self.day)
 
 
 class CheckDriftOperator(_DayOperator):
@@ -128,7 +93,6 @@ class CheckDriftOperator(_DayOperator):
     ``monitoring.drift_features`` / ``monitoring.drift_runs`` (replacing the day's earlier rows).
 
     Args:
-        day: One entry returned by ``ResolveMonitoringRunOperator`` (templated; mapped).
         reports_root: Root URI of the reports (templated).
     """
 
@@ -140,54 +104,15 @@ class CheckDriftOperator(_DayOperator):
         self.reports_root = reports_root
 
     def run(self, context: Context, spec: ModelSpec) -> dict[str, Any]:
-        import os
-        import tempfile
-        import time
+        from include.nightshift.monitoring import check_day
 
-        from include.nightshift import monitoring, registry
-        from include.nightshift.storage import join_uri
-        from nightshift_airflow.hooks import MlflowHook, storage_from_connection
-
-        d = self.day
-        day = date.fromisoformat(d["score_date"])
-        storage = storage_from_connection(self.aws_conn_id)
-        hook = MlflowHook(self.mlflow_conn_id)
-        client = hook.get_conn()
-        started = time.monotonic()
-        seed = spec.training.random_seed
-        current, total = monitoring.sample_day(storage, spec, d["input_uri"], spec.monitoring.sample_rows, seed)
-        reference = registry.load_reference(client, d["mlflow_run_id"])
-        result = monitoring.run_evidently(spec, reference, current)
-        retrain = result.share >= spec.monitoring.drift_share
-        report_uri = join_uri(self.reports_root, spec.name, "drift", f"date={day.isoformat()}", monitoring.REPORT_NAME)
-        storage.write_bytes(result.html.encode(), report_uri)
-        artifact_path = f"monitoring/drift/{day.isoformat()}"
-        with tempfile.TemporaryDirectory() as tmp:
-            local = os.path.join(tmp, monitoring.REPORT_NAME)
-            with open(local, "w") as f:
-                f.write(result.html)
-            registry.log_report(client, d["mlflow_run_id"], local, artifact_path)
-        run = client.get_run(d["mlflow_run_id"])
-        run_url = hook.run_url(run.info.experiment_id, d["mlflow_run_id"])
-        url = f"{run_url}/artifacts/{artifact_path}/{monitoring.REPORT_NAME}"
+        day = self.monitored
+        with self.warehouse() as conn:
+            check = check_day(self.storage, self.mlflow, conn, spec, day, self.reports_root, context["run_id"])
+        run_url = self.mlflow_hook.run_url(check.experiment_id, day.mlflow_run_id)
+        url = f"{run_url}/artifacts/{check.artifact_path}/{check.report_uri.rsplit('/', 1)[-1]}"
         context["ti"].xcom_push(key=DriftReportLink.url_key, value=url)
-        with closing(_connect(self.postgres_conn_id)) as conn:
-            monitoring.write_drift(
-                conn,
-                monitoring.DriftRun(
-                    model=spec.name,
-                    score_date=day,
-                    model_version=d["model_version"],
-                    mlflow_run_id=d["mlflow_run_id"],
-                    current_rows=total,
-                    sample_seed=seed,
-                    drift_share_threshold=spec.monitoring.drift_share,
-                    report_uri=report_uri,
-                    dag_run_id=context["run_id"],
-                ),
-                result,
-                retrain,
-            )
+        result = check.result
         for f in result.features:
             self.log.info(
                 "%-20s %-32s statistic %.4f threshold %.3f %s",
@@ -201,22 +126,22 @@ class CheckDriftOperator(_DayOperator):
             "%s %s: %d of %d features drifted (share %.2f, retraining at %.2f); %d of %d rows sampled in %.1fs; "
             "report %s",
             spec.name,
-            day,
+            day.score_date,
             len(result.drifted),
             len(result.features),
             result.share,
             spec.monitoring.drift_share,
             result.sampled_rows,
-            total,
-            time.monotonic() - started,
-            report_uri,
+            check.current_rows,
+            check.seconds,
+            check.report_uri,
         )
         return {
-            "score_date": day.isoformat(),
+            "score_date": day.score_date.isoformat(),
             "drifted": result.drifted,
             "drift_share": result.share,
-            "retrain": retrain,
-            "report_uri": report_uri,
+            "retrain": check.retrain,
+            "report_uri": check.report_uri,
             "report_url": url,
         }
 
@@ -225,81 +150,34 @@ class RealisedPerformanceOperator(_DayOperator):
     """Metrics of the scores of the day whose labels have now landed (``label_delay_days`` earlier).
 
     Skips (returns ``skipped``) when the labels or the scores of that day are not there.
-
-    Args:
-        day: One entry returned by ``ResolveMonitoringRunOperator`` (templated; mapped).
     """
 
     template_fields = ("model", "day")
 
     def run(self, context: Context, spec: ModelSpec) -> dict[str, Any]:
-        from include.nightshift import monitoring, registry, warehouse
-        from nightshift_airflow.hooks import MlflowHook, storage_from_connection
+        from include.nightshift.monitoring import measure_day
 
-        labelled = date.fromisoformat(self.day["labelled_date"])
-        labels_uri = self.day["labels_uri"]
-        storage = storage_from_connection(self.aws_conn_id)
-        if not storage.exists(labels_uri):
-            self.log.info("labels of %s have not landed (%s): nothing to measure yet", labelled, labels_uri)
-            return {"score_date": labelled.isoformat(), "skipped": f"no labels at {labels_uri}", "retrain": False}
-        tables = warehouse.Tables.for_spec(spec)
-        with closing(_connect(self.postgres_conn_id)) as conn:
-            scores = monitoring.read_day_scores(conn, tables, labelled)
-            if scores.empty:
-                self.log.info("%s was never scored: no realised performance for it", labelled)
-                return {"score_date": labelled.isoformat(), "skipped": "no published scores", "retrain": False}
-            labels = storage.read_parquet(labels_uri, columns=[spec.entity_key, spec.target.name])
-            realised = monitoring.realised_performance(spec, scores, labels)
-            version = str(scores["model_version"].iloc[0])
-            client = MlflowHook(self.mlflow_conn_id).get_conn()
-            run_id = client.get_model_version(spec.name, version).run_id
-            holdout = registry.holdout_metrics(client, run_id)
-            reasons = monitoring.decay_reasons(spec, realised, holdout)
-            monitoring.write_performance(
-                conn,
-                {
-                    "model": spec.name,
-                    "score_date": labelled,
-                    "model_version": version,
-                    "labelled_rows": int(realised["labelled_rows"]),
-                    **{
-                        k: realised[k]
-                        for k in (
-                            "roc_auc",
-                            "pr_auc",
-                            "precision",
-                            "recall",
-                            "brier",
-                            "calibration_error",
-                            "mean_score",
-                            "positive_rate",
-                        )
-                    },
-                    "holdout_roc_auc": holdout.get("roc_auc"),
-                    "decayed": bool(reasons),
-                    "reasons": reasons,
-                    "dag_run_id": context["run_id"],
-                },
-            )
+        with self.warehouse() as conn:
+            check = measure_day(self.storage, self.mlflow, conn, spec, self.monitored, context["run_id"])
+        labelled = check.labelled_date.isoformat()
+        if check.row is None:
+            self.log.info("no realised performance for %s: %s", labelled, check.skipped)
+            return {"score_date": labelled, "skipped": check.skipped, "retrain": False}
+        row = check.row
         self.log.info(
             "%s scores of %s against %d labels: roc_auc %.4f (holdout %.4f), precision %.3f, recall %.3f, "
             "calibration error %.4f%s",
             spec.name,
             labelled,
-            int(realised["labelled_rows"]),
-            realised["roc_auc"],
-            holdout.get("roc_auc", float("nan")),
-            realised["precision"],
-            realised["recall"],
-            realised["calibration_error"],
-            "; DECAY: " + "; ".join(reasons) if reasons else "",
+            row.labelled_rows,
+            row.roc_auc,
+            row.holdout_roc_auc if row.holdout_roc_auc is not None else float("nan"),
+            row.precision,
+            row.recall,
+            row.calibration_error,
+            "; DECAY: " + "; ".join(row.reasons) if row.reasons else "",
         )
-        return {
-            "score_date": labelled.isoformat(),
-            "roc_auc": realised["roc_auc"],
-            "reasons": reasons,
-            "retrain": bool(reasons),
-        }
+        return {"score_date": labelled, "roc_auc": row.roc_auc, "reasons": row.reasons, "retrain": bool(row.reasons)}
 
 
 class RequestRetrainingOperator(NightshiftOperator):
@@ -321,8 +199,7 @@ class RequestRetrainingOperator(NightshiftOperator):
     def run(self, context: Context, spec: ModelSpec) -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from include.nightshift.alerts import Alert, runbook_url
-        from nightshift_airflow.notifiers import _runbook_base, deliver
+        from nightshift_airflow.notifiers import retraining_alert
 
         drift = [d for d in (self.drift or []) if d and d.get("retrain")]
         decay = [p for p in (self.performance or []) if p and p.get("retrain")]
@@ -336,24 +213,11 @@ class RequestRetrainingOperator(NightshiftOperator):
             ],
             "performance": [f"{p['score_date']}: {r}" for p in decay for r in p["reasons"]],
         }
-        reasons = by_kind["drift"] + by_kind["performance"]
         for kind, found in by_kind.items():
             if found:
-                deliver(
-                    Alert(
-                        kind=kind,
-                        model=spec.name,
-                        dag_id=context["dag"].dag_id,
-                        task_id=self.task_id,
-                        run_id=context["run_id"],
-                        logical_date=str(context.get("logical_date") or "") or None,
-                        error=f"retraining {spec.name}: " + "; ".join(found),
-                        log_url=context["ti"].log_url,
-                        runbook_url=runbook_url(_runbook_base(), context["dag"].dag_id, self.task_id),
-                    ),
-                    spec.alerts.email_to,
-                )
-        summary = {"model": spec.name, "reasons": reasons, "requested_by": context["run_id"]}
+                retraining_alert(context, spec, kind, self.task_id, found)
+        reasons = by_kind["drift"] + by_kind["performance"]
+        summary: dict[str, Any] = {"model": spec.name, "reasons": reasons, "requested_by": context["run_id"]}
         for asset in self.outlets:
             context["outlet_events"][asset].extra = summary
         self.log.info("requested retraining of %s: %s", spec.name, "; ".join(reasons))

@@ -31,26 +31,17 @@ def requested_by(context: Context) -> str:
 
 
 class _ChampionMover(NightshiftOperator):
+    """Moves ``@champion`` and logs the move in ``monitoring.promotions`` (one step, see ``promotions``)."""
+
     operator_extra_links = (MlflowModelVersionLink(),)
 
-    def __init__(
-        self, *, mlflow_conn_id: str = "mlflow_default", postgres_conn_id: str = "postgres_default", **kwargs: Any
-    ) -> None:
-        super().__init__(**kwargs)
-        self.mlflow_conn_id = mlflow_conn_id
-        self.postgres_conn_id = postgres_conn_id
-
-    def move(self, context: Context, spec: ModelSpec, version: str, move: ChampionMove) -> str | None:
+    def move(self, context: Context, spec: ModelSpec, version: int, move: ChampionMove) -> int | None:
         from include.nightshift.promotions import move_champion
-        from nightshift_airflow.hooks import MlflowHook, warehouse_connection
 
-        hook = MlflowHook(self.mlflow_conn_id)
-        conn = warehouse_connection(self.postgres_conn_id)
-        try:
-            previous = move_champion(conn, hook.get_conn(), spec, version, move)
-        finally:
-            conn.close()
-        context["ti"].xcom_push(key=MlflowModelVersionLink.url_key, value=hook.model_version_url(spec.name, version))
+        with self.warehouse() as conn:
+            previous = move_champion(conn, self.mlflow, spec, version, move)
+        url = self.mlflow_hook.model_version_url(spec.name, version)
+        context["ti"].xcom_push(key=MlflowModelVersionLink.url_key, value=url)
         return previous
 
 
@@ -86,7 +77,7 @@ class PromoteChampionOperator(_ChampionMover):
                     f"champion unchanged: the promotion was not approved ({chosen or 'no answer'})"
                 )
             approved_by = _user_name(self.approval.get("responded_by_user"))
-        version = self.decision["version"]
+        version = int(self.decision["version"])
         move = ChampionMove(
             kind="force" if self.decision["verdict"] == "forced" else "gate",
             reason=self.decision["summary"],
@@ -115,7 +106,6 @@ class RollbackChampionOperator(_ChampionMover):
     def run(self, context: Context, spec: ModelSpec) -> dict[str, Any]:
         from include.nightshift.errors import ParamsError
         from include.nightshift.promotions import ChampionMove, current_champion, rollback_target
-        from nightshift_airflow.hooks import MlflowHook
 
         params = context["params"]
         version = str(params.get("version") or "").strip()
@@ -126,9 +116,9 @@ class RollbackChampionOperator(_ChampionMover):
             raise ParamsError(
                 f"param 'reason' is {reason!r}: say why in at least 10 characters (it is recorded with the rollback)"
             )
-        client = MlflowHook(self.mlflow_conn_id).get_conn()
-        mv = rollback_target(client, spec, version)
-        if current_champion(client, spec) == str(mv.version):
+        mv = rollback_target(self.mlflow, spec, version)
+        target = int(mv.version)
+        if current_champion(self.mlflow, spec) == target:
             raise AirflowSkipException(f"version {mv.version} of {spec.name} already holds @champion: nothing to do")
         move = ChampionMove(
             kind="rollback",
@@ -137,9 +127,9 @@ class RollbackChampionOperator(_ChampionMover):
             dag_id=context["dag"].dag_id,
             run_id=context["run_id"],
         )
-        previous = self.move(context, spec, str(mv.version), move)
-        self.log.info("%s rolled back from version %s to %s: %s", spec.name, previous, mv.version, reason)
-        return {"champion_version": str(mv.version), "previous_champion": previous}
+        previous = self.move(context, spec, target, move)
+        self.log.info("%s rolled back from version %s to %s: %s", spec.name, previous, target, reason)
+        return {"champion_version": target, "previous_champion": previous}
 
 
 class ApprovePromotionOperator(ApprovalOperator):

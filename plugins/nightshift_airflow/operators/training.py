@@ -10,6 +10,7 @@ from nightshift_airflow.operators.base import NightshiftOperator, run_date, run_
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+    from include.nightshift.datasets import TrainingSet
     from include.nightshift.spec import ModelSpec
 
 
@@ -54,42 +55,26 @@ class BuildTrainingSetOperator(NightshiftOperator):
         resolved: The output of ``ResolveTrainingRunOperator`` (templated).
         landing_root: Root URI of the landing partitions (templated).
         work_root: Root URI for this run's intermediate files (templated).
-        aws_conn_id: Credentials for ``s3://`` URIs.
     """
 
     template_fields = ("model", "resolved", "landing_root", "work_root")
 
-    def __init__(
-        self,
-        *,
-        resolved: Any,
-        landing_root: str,
-        work_root: str,
-        aws_conn_id: str | None = "aws_default",
-        **kwargs: Any,
-    ) -> None:
+    def __init__(self, *, resolved: Any, landing_root: str, work_root: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.resolved = resolved
         self.landing_root = landing_root
         self.work_root = work_root
-        self.aws_conn_id = aws_conn_id
 
     def run(self, context: Context, spec: ModelSpec) -> dict[str, Any]:
         from include.nightshift import datasets
         from include.nightshift.storage import join_uri
-        from nightshift_airflow.hooks import storage_from_connection
 
-        storage = storage_from_connection(self.aws_conn_id)
         window = datasets.Window.from_dict(self.resolved["window"])
-        feats = datasets.partition_uris(spec, self.landing_root, window.days, "features")
-        labels = datasets.partition_uris(spec, self.landing_root, window.days, "labels")
-        ts = datasets.build_training_set(
-            spec, datasets.read_partitions(storage, feats), datasets.read_partitions(storage, labels), window
-        )
+        ts = datasets.load_training_set(self.storage, spec, self.landing_root, window)
         base = join_uri(self.work_root, spec.name, "training", run_slug(context["run_id"]))
         out = {
-            "train_uri": storage.write_parquet(ts.train, join_uri(base, "train.parquet")),
-            "holdout_uri": storage.write_parquet(ts.holdout, join_uri(base, "holdout.parquet")),
+            "train_uri": self.storage.write_parquet(ts.train, join_uri(base, "train.parquet")),
+            "holdout_uri": self.storage.write_parquet(ts.holdout, join_uri(base, "holdout.parquet")),
             "content_hash": ts.content_hash,
             "train_rows": len(ts.train),
             "holdout_rows": len(ts.holdout),
@@ -101,64 +86,63 @@ class BuildTrainingSetOperator(NightshiftOperator):
         return out
 
 
-class TrainModelOperator(NightshiftOperator):
+class _UsesTrainingSet(NightshiftOperator):
+    """An operator that reads the training set written by ``BuildTrainingSetOperator``.
+
+    Args:
+        training_set: The output of ``BuildTrainingSetOperator`` (templated).
+    """
+
+    def __init__(self, *, training_set: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.training_set = training_set
+
+    def read_training_set(self) -> TrainingSet:
+        from include.nightshift.datasets import TrainingSet
+
+        return TrainingSet(
+            train=self.storage.read_parquet(self.training_set["train_uri"]),
+            holdout=self.storage.read_parquet(self.training_set["holdout_uri"]),
+            content_hash=self.training_set["content_hash"],
+            unlabelled_rows=self.training_set["unlabelled_rows"],
+        )
+
+
+class TrainModelOperator(_UsesTrainingSet):
     """Fit the pipeline in one MLflow run (params, metrics, model, data window and hash, GX results).
 
     Args:
         resolved: The output of ``ResolveTrainingRunOperator`` (templated).
-        training_set: The output of ``BuildTrainingSetOperator`` (templated).
         validations: GX result summaries to log with the run, by name (templated).
-        mlflow_conn_id: The MLflow connection.
     """
 
     template_fields = ("model", "resolved", "training_set", "validations")
     operator_extra_links = (MlflowRunLink(),)
 
-    def __init__(
-        self,
-        *,
-        resolved: Any,
-        training_set: Any,
-        validations: Any = None,
-        mlflow_conn_id: str = "mlflow_default",
-        aws_conn_id: str | None = "aws_default",
-        **kwargs: Any,
-    ) -> None:
+    def __init__(self, *, resolved: Any, validations: Any = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.resolved = resolved
-        self.training_set = training_set
         self.validations = validations or {}
-        self.mlflow_conn_id = mlflow_conn_id
-        self.aws_conn_id = aws_conn_id
 
     def run(self, context: Context, spec: ModelSpec) -> dict[str, Any]:
-        from include.nightshift.datasets import TrainingSet, Window
-        from include.nightshift.registry import train_and_log
-        from nightshift_airflow.hooks import MlflowHook, storage_from_connection
+        from include.nightshift.datasets import Window
+        from include.nightshift.training import train_and_log
 
-        storage = storage_from_connection(self.aws_conn_id)
-        hook = MlflowHook(self.mlflow_conn_id)
-        ts = TrainingSet(
-            train=storage.read_parquet(self.training_set["train_uri"]),
-            holdout=storage.read_parquet(self.training_set["holdout_uri"]),
-            content_hash=self.training_set["content_hash"],
-            unlabelled_rows=self.training_set["unlabelled_rows"],
-        )
         tags = {
             "nightshift.airflow_dag_id": context["dag"].dag_id,
             "nightshift.airflow_run_id": context["run_id"],
             "nightshift.airflow_task_id": self.task_id,
         }
         result = train_and_log(
-            hook.get_conn(),
+            self.mlflow,
             spec,
-            ts,
+            self.read_training_set(),
             Window.from_dict(self.resolved["window"]),
             self.resolved["algorithm"],
             tags,
             artifacts=dict(self.validations),
         )
-        url = hook.run_url(result.experiment_id, result.run_id)
+        url = self.mlflow_hook.run_url(result.experiment_id, result.run_id)
         context["ti"].xcom_push(key=MlflowRunLink.url_key, value=url)
         self.log.info("MLflow run: %s", url)
         return {
@@ -170,36 +154,26 @@ class TrainModelOperator(NightshiftOperator):
         }
 
 
-class EvaluateChallengerOperator(NightshiftOperator):
-    """Score the same holdout with the challenger and the current ``@champion``."""
+class EvaluateChallengerOperator(_UsesTrainingSet):
+    """Score the same holdout with the challenger and the current ``@champion``.
+
+    Args:
+        trained: The output of ``TrainModelOperator`` (templated).
+    """
 
     template_fields = ("model", "trained", "training_set")
 
-    def __init__(
-        self,
-        *,
-        trained: Any,
-        training_set: Any,
-        mlflow_conn_id: str = "mlflow_default",
-        aws_conn_id: str | None = "aws_default",
-        **kwargs: Any,
-    ) -> None:
+    def __init__(self, *, trained: Any, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.trained = trained
-        self.training_set = training_set
-        self.mlflow_conn_id = mlflow_conn_id
-        self.aws_conn_id = aws_conn_id
 
     def run(self, context: Context, spec: ModelSpec) -> dict[str, Any]:
         from dataclasses import asdict
 
-        from include.nightshift.registry import evaluate_against_champion
-        from nightshift_airflow.hooks import MlflowHook, storage_from_connection
+        from include.nightshift.evaluation import evaluate_against_champion
 
-        holdout = storage_from_connection(self.aws_conn_id).read_parquet(self.training_set["holdout_uri"])
-        ev = evaluate_against_champion(
-            MlflowHook(self.mlflow_conn_id).get_conn(), spec, self.trained["model_uri"], self.trained["run_id"], holdout
-        )
+        holdout = self.storage.read_parquet(self.training_set["holdout_uri"])
+        ev = evaluate_against_champion(self.mlflow, spec, self.trained["model_uri"], self.trained["run_id"], holdout)
         self.log.info(
             "holdout roc_auc: challenger %.4f, champion %s",
             ev.challenger["roc_auc"],
@@ -208,68 +182,63 @@ class EvaluateChallengerOperator(NightshiftOperator):
         return asdict(ev)
 
 
-class RegisterModelOperator(NightshiftOperator):
-    """Register the challenger as a new model version with alias ``challenger``."""
+class RegisterModelOperator(_UsesTrainingSet):
+    """Register the challenger as a new model version with alias ``challenger``; returns the version.
+
+    Args:
+        trained: The output of ``TrainModelOperator`` (templated).
+    """
 
     template_fields = ("model", "trained", "training_set")
     operator_extra_links = (MlflowModelVersionLink(),)
 
-    def __init__(
-        self, *, trained: Any, training_set: Any, mlflow_conn_id: str = "mlflow_default", **kwargs: Any
-    ) -> None:
+    def __init__(self, *, trained: Any, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.trained = trained
-        self.training_set = training_set
-        self.mlflow_conn_id = mlflow_conn_id
 
-    def run(self, context: Context, spec: ModelSpec) -> str:
+    def run(self, context: Context, spec: ModelSpec) -> int:
         from include.nightshift.registry import register
-        from nightshift_airflow.hooks import MlflowHook
 
-        hook = MlflowHook(self.mlflow_conn_id)
         tags = {
             "nightshift.airflow_run_id": context["run_id"],
             "nightshift.data_hash": self.training_set["content_hash"],
         }
-        mv = register(
-            hook.get_conn(), spec, self.trained["model_uri"], self.trained["model_id"], self.trained["run_id"], tags
-        )
-        context["ti"].xcom_push(key=MlflowModelVersionLink.url_key, value=hook.model_version_url(spec.name, mv.version))
+        t = self.trained
+        mv = register(self.mlflow, spec, t["model_uri"], t["model_id"], t["run_id"], tags)
+        url = self.mlflow_hook.model_version_url(spec.name, mv.version)
+        context["ti"].xcom_push(key=MlflowModelVersionLink.url_key, value=url)
         self.log.info("registered %s version %s as @challenger", spec.name, mv.version)
-        return str(mv.version)
+        return int(mv.version)
 
 
 class GateOperator(NightshiftOperator):
     """Decide whether the challenger may become champion, and record why on MLflow.
 
     A rejection is a decision: this task succeeds and the promotion task is skipped.
+
+    Args:
+        resolved: The output of ``ResolveTrainingRunOperator`` (templated).
+        trained: The output of ``TrainModelOperator`` (templated).
+        evaluation: The output of ``EvaluateChallengerOperator`` (templated).
+        version: The output of ``RegisterModelOperator`` (templated).
     """
 
     template_fields = ("model", "resolved", "trained", "evaluation", "version")
 
-    def __init__(
-        self,
-        *,
-        resolved: Any,
-        trained: Any,
-        evaluation: Any,
-        version: Any,
-        mlflow_conn_id: str = "mlflow_default",
-        **kwargs: Any,
-    ) -> None:
+    def __init__(self, *, resolved: Any, trained: Any, evaluation: Any, version: Any, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.resolved = resolved
         self.trained = trained
         self.evaluation = evaluation
         self.version = version
-        self.mlflow_conn_id = mlflow_conn_id
 
     def run(self, context: Context, spec: ModelSpec) -> dict[str, Any]:
+        from include.nightshift.evaluation import Evaluation
         from include.nightshift.gate import decide
-        from include.nightshift.registry import Evaluation, record_decision
-        from nightshift_airflow.hooks import MlflowHook
+        from include.nightshift.registry import record_decision
 
         ev = Evaluation(**self.evaluation)
+        version = int(self.version)
         decision = decide(
             spec.gate,
             ev.challenger,
@@ -277,23 +246,15 @@ class GateOperator(NightshiftOperator):
             force_promote=self.resolved["force_promote"],
             force_reason=self.resolved["force_reason"],
         )
-        extra = {"nightshift.airflow_run_id": context["run_id"], "nightshift.model_version": str(self.version)}
+        extra = {"nightshift.airflow_run_id": context["run_id"], "nightshift.model_version": str(version)}
         if decision.forced:
             extra["nightshift.force_reason"] = decision.force_reason
-        record_decision(
-            MlflowHook(self.mlflow_conn_id).get_conn(),
-            spec,
-            str(self.version),
-            self.trained["run_id"],
-            decision,
-            ev,
-            extra,
-        )
-        self.log.info("%s version %s: %s", spec.name, self.version, decision.summary())
+        record_decision(self.mlflow, spec, version, self.trained["run_id"], decision, ev, extra)
+        self.log.info("%s version %s: %s", spec.name, version, decision.summary())
         return {
             "passed": decision.passed,
             "verdict": decision.verdict,
             "summary": decision.summary(),
-            "version": str(self.version),
+            "version": version,
             "champion_version": ev.champion_version,
         }

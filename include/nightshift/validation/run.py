@@ -1,0 +1,120 @@
+"""Running a stage's GX suite with GX Core: on a frame (pandas) or on a table in PostgreSQL.
+
+We call GX Core directly rather than through the Airflow GX provider: its operators add an XCom push
+of the full result and a get-or-create naming of data sources, neither of which we want (the full
+result goes to the work root, and every run builds its suite from the spec), and its metadata pins
+``structlog`` below what current Airflow needs. The data path is the same one the provider uses.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from include.nightshift.validation.report import describe_failures
+from include.nightshift.validation.schema import SOURCE_COLUMN, suite_name
+from include.nightshift.validation.suites import GX_DIR, build_suite
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    import pandas as pd
+
+    from include.nightshift.spec import ModelSpec
+    from include.nightshift.validation.schema import Stage
+
+
+def result_format(sql: bool = False) -> dict[str, Any]:
+    """Enough detail to name columns, values and files, without every failing row."""
+    if sql:  # a table in the database has no source-file column
+        return {"result_format": "SUMMARY", "partial_unexpected_count": 5}
+    return {"result_format": "SUMMARY", "partial_unexpected_count": 5, "unexpected_index_column_names": [SOURCE_COLUMN]}
+
+
+@dataclass(frozen=True)
+class ValidationReport:
+    """A stage's validation: the suite, the rows it saw, and GX's result (``describe_dict()`` form)."""
+
+    suite: str
+    rows: int
+    result: dict[str, Any]
+
+    @property
+    def success(self) -> bool:
+        return bool(self.result.get("success"))
+
+    @property
+    def statistics(self) -> dict[str, Any]:
+        return dict(self.result.get("statistics") or {})
+
+    def summary(self, result_uri: str | None) -> dict[str, Any]:
+        """A compact record (for MLflow and XCom): statistics, the failed rules, where the full result is."""
+        return {
+            "success": self.success,
+            "statistics": self.result.get("statistics"),
+            "failures": describe_failures(self.result),
+            "suite": self.suite,
+            "rows": self.rows,
+            "result_uri": result_uri,
+        }
+
+    def failure_message(self, result_uri: str | None, consequence: str) -> str:
+        """What on-call reads: the suite, how many rules failed on how many rows, each rule, where to look."""
+        stats = self.statistics
+        lines = "\n  - ".join(describe_failures(self.result))
+        return (
+            f"GX suite {self.suite} failed {stats.get('unsuccessful_expectations')} of "
+            f"{stats.get('evaluated_expectations')} expectations on {self.rows} rows:\n  - {lines}\n"
+            f"Full result: {result_uri or '(not kept: no work root)'} (the task's 'GX validation result' link "
+            f"shows it). {consequence}"
+        )
+
+
+def _context() -> Any:
+    import great_expectations as gx
+
+    # GX logs every docs decorator it registers at INFO; keep task logs for what matters.
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    return gx.get_context(mode="ephemeral")
+
+
+def validate_frame(spec: ModelSpec, stage: Stage, frame: pd.DataFrame, gx_dir: Path = GX_DIR) -> ValidationReport:
+    """Validate ``frame`` (every row of a stage, with ``source_file``) with the stage's suite."""
+    context = _context()
+    suite = build_suite(spec, stage, gx_dir)
+    batch = (
+        context.data_sources.add_pandas(name="nightshift")
+        .add_dataframe_asset(name="frame")
+        .add_batch_definition_whole_dataframe(name="whole")
+        .get_batch(batch_parameters={"dataframe": frame})
+    )
+    result = batch.validate(suite, result_format=result_format())
+    return ValidationReport(suite_name(spec, stage), len(frame), result.describe_dict())
+
+
+def validate_table(
+    spec: ModelSpec,
+    stage: Stage,
+    connection_string: str,
+    schema: str,
+    table: str,
+    expected: dict[str, Any],
+    gx_dir: Path = GX_DIR,
+) -> ValidationReport:
+    """Validate a table in PostgreSQL in the database (GX's SQL data source), e.g. the staged day.
+
+    Args:
+        connection_string: A SQLAlchemy URL (``postgresql+psycopg2://...``).
+        expected: For ``scored_output``: the run's ``rows``, ``model_version`` and ``dag_run_id``.
+    """
+    context = _context()
+    suite = build_suite(spec, stage, gx_dir, expected=expected)
+    batch = (
+        context.data_sources.add_postgres(name="warehouse", connection_string=connection_string)
+        .add_table_asset(name="staged", table_name=table, schema_name=schema)
+        .add_batch_definition_whole_table(name="whole")
+        .get_batch()
+    )
+    result = batch.validate(suite, result_format=result_format(sql=True))
+    return ValidationReport(suite_name(spec, stage), int(expected["rows"]), result.describe_dict())

@@ -1,0 +1,65 @@
+"""The ``<model>_monitoring`` DAG, scheduled on the model's scores Asset: drift, realised performance,
+and a retraining request when they cross the spec's thresholds."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from nightshift_airflow.factory.common import (
+    LANDING_ROOT,
+    REPORTS_ROOT,
+    model_dag,
+    optional_date,
+    retraining_asset,
+    scores_asset,
+)
+from nightshift_airflow.factory.docs import MONITORING_DOC
+from nightshift_airflow.operators.monitoring import (
+    CheckDriftOperator,
+    RealisedPerformanceOperator,
+    RequestRetrainingOperator,
+    ResolveMonitoringRunOperator,
+)
+
+if TYPE_CHECKING:
+    from airflow.sdk import DAG
+
+    from include.nightshift.spec import ModelSpec
+
+
+def monitoring_dag(spec: ModelSpec) -> DAG:
+    """The ``<model>_monitoring`` DAG, scheduled on the model's scores Asset."""
+    doc = MONITORING_DOC.format(
+        name=spec.name,
+        schema=spec.scoring.schema_name,
+        features_uri=spec.landing.features_uri,
+        sample_rows=spec.monitoring.sample_rows,
+        delay=spec.target.label_delay_days,
+        drift_share=spec.monitoring.drift_share,
+        floors=dict(spec.monitoring.performance_floors),
+        decay=dict(spec.monitoring.max_decay),
+        owner=spec.owner,
+    )
+    params = {
+        "score_date": optional_date(
+            "Scored day", "The published day to monitor again. Empty: the days just published (or the latest)."
+        ),
+    }
+    description = f"Drift and realised performance of {spec.name}; requests retraining"
+    schedule = [scores_asset(spec.name)]
+    with model_dag(spec, "monitoring", description, doc, params, max_active_runs=1, schedule=schedule) as dag:
+        m = spec.name
+        resolve = ResolveMonitoringRunOperator(task_id="resolve_run", model=m, landing_root=LANDING_ROOT)
+        drift = CheckDriftOperator.partial(task_id="drift", model=m, reports_root=REPORTS_ROOT).expand(
+            day=resolve.output
+        )
+        performance = RealisedPerformanceOperator.partial(task_id="performance", model=m).expand(day=resolve.output)
+        request = RequestRetrainingOperator(
+            task_id="request_retraining",
+            model=m,
+            drift=drift.output,
+            performance=performance.output,
+            outlets=[retraining_asset(m)],
+        )
+        resolve >> [drift, performance] >> request
+    return dag

@@ -57,7 +57,7 @@ def make_input(spec, path: Path, rows: int, chunk: int = 250_000) -> None:
     for start in range(0, rows, chunk):
         n = min(chunk, rows - start)
         cols = {spec.entity_key: pa.array(np.arange(start, start + n, dtype=np.int64))}
-        for f in spec.features:
+        for f in spec.input_features:  # derived features are computed by the model
             if f.type == "category":
                 cats = np.array(f.categories)
                 cols[f.name] = pa.array(cats[rng.integers(0, len(cats), n)])
@@ -89,7 +89,13 @@ def train(spec, path: Path, out: Path) -> None:
     df = df[df["tenure_months"] >= 0]
     rng = np.random.default_rng(0)
     logit = -2 + 0.3 * df["support_calls_30d"] - 0.02 * df["tenure_months"] + rng.normal(0, 1, len(df))
-    y = (logit > 0).astype(int)
+    if spec.target.type == "regression":
+        y = 60 + 12 * logit
+    elif spec.target.type == "multiclass":
+        classes = np.asarray(spec.target.classes)
+        y = classes[np.digitize(logit, np.quantile(logit, np.linspace(0, 1, len(classes) + 1)[1:-1]))]
+    else:
+        y = (logit > 0).astype(int)
     model = build_pipeline(spec, spec.training.algorithm).fit(model_input(spec, df), y)
     out.write_bytes(pickle.dumps(model))
 
@@ -101,13 +107,13 @@ def _predict_only(spec, model, storage, uri: str, db_url: str, rows: int) -> dic
     from include.nightshift import scoring
 
     rules = scoring.row_rules(spec)
-    columns = [spec.entity_key, *spec.feature_names]
+    columns = [spec.entity_key, *spec.input_names]
     started = time.perf_counter()
     n = 0
     _, shards = scoring.inspect_input(storage, spec, uri)
     groups = tuple(g for s in shards for g in s.row_groups)
     for batch in scoring.iter_batches(storage, uri, columns, groups, spec.scoring.batch_rows):
-        good, _, _ = scoring.split_batch(batch, rules)
+        good, _, _ = scoring.split_batch(scoring.with_derived(spec, batch), rules)
         n += len(scoring.predict(spec, model, good))
     return {"seconds": time.perf_counter() - started, "scored": n}
 
@@ -139,9 +145,9 @@ def _to_sql(spec, model, storage, uri: str, db_url: str, rows: int) -> dict:
     import pandas as pd
     import psycopg2
     import sqlalchemy as sa
+    from sqlalchemy.dialects.postgresql import JSONB
 
     from include.nightshift import warehouse
-    from include.nightshift.training import model_input
 
     conn = psycopg2.connect(db_url)
     tables = warehouse.ensure_tables(conn, spec)
@@ -156,13 +162,11 @@ def _to_sql(spec, model, storage, uri: str, db_url: str, rows: int) -> dict:
     started = time.perf_counter()
     df = storage.read_parquet(uri)
     df = df[df["tenure_months"].between(0, 120)]
-    scores = model.predict_proba(model_input(spec, df))[:, 1]
     frame = pd.DataFrame(
         {
             spec.entity_key: df[spec.entity_key].to_numpy(),
             "score_date": DAY,
-            "score": scores,
-            "predicted_label": (scores >= spec.training.decision_threshold).astype("int16"),
+            **_outputs(spec, model, df),
             "model_name": spec.name,
             "model_version": 1,
             "mlflow_run_id": "bench",
@@ -170,8 +174,34 @@ def _to_sql(spec, model, storage, uri: str, db_url: str, rows: int) -> dict:
             "scored_at": pd.Timestamp.now(tz="UTC"),
         }
     )
-    frame.to_sql(tables.scores, engine, schema=tables.schema, if_exists="append", index=False, chunksize=50_000)
+    dtype = {"class_scores": JSONB} if spec.target.type == "multiclass" else None
+    frame.to_sql(
+        tables.scores, engine, schema=tables.schema, if_exists="append", index=False, chunksize=50_000, dtype=dtype
+    )
     return {"seconds": time.perf_counter() - started, "scored": len(frame)}
+
+
+def _outputs(spec, model, df) -> dict:
+    """The scored columns of the spec's type, as the to_sql baseline writes them (one frame, row by row)."""
+    import json
+
+    import numpy as np
+
+    from include.nightshift.pipeline import predict_outputs
+    from include.nightshift.training import model_input
+
+    out = predict_outputs(spec, model, model_input(spec, df))
+    if spec.target.type == "regression":
+        return {"prediction": out}
+    if spec.target.type == "multiclass":
+        classes = list(spec.target.classes)
+        best = out.argmax(axis=1)
+        return {
+            "predicted_class": np.asarray(classes, dtype=object)[best],
+            "score": out[np.arange(len(best)), best],
+            "class_scores": [json.dumps(dict(zip(classes, row.tolist(), strict=True))) for row in out],
+        }
+    return {"score": out, "predicted_label": (out >= spec.training.decision_threshold).astype("int16")}
 
 
 def _raw_copy(spec, model, storage, uri: str, db_url: str, rows: int) -> dict:
@@ -278,6 +308,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rss-rows", type=int, default=5_000_000, help="rows of the memory check (0: skip)")
     p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {','.join(METHODS)}")
     p.add_argument("--spec", default="churn")
+    p.add_argument(
+        "--also",
+        default="next_offer,customer_spend",
+        help="models of other problem types scored beside --spec (ours, to_sql and predict-only); empty: none",
+    )
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--data", help=argparse.SUPPRESS)
     p.add_argument("--model", help=argparse.SUPPRESS)
@@ -306,7 +341,41 @@ def main(argv: list[str] | None = None) -> int:
             big = run_child("ours", args, big_data, model_path, db_url, args.rss_rows)
 
     report(args, results, big)
+    others = [m.strip() for m in args.also.split(",") if m.strip()]
+    if others:
+        compare_types(args, [(spec.name, results)] + [(m, score_model(args, m, db_url)) for m in others])
     return 0
+
+
+def score_model(args: argparse.Namespace, name: str, db_url: str) -> dict[str, dict]:
+    """Our path and its two baselines for another model, on a day of the same size."""
+    from include.nightshift.spec import load_model
+
+    spec = load_model(name)
+    model_args = argparse.Namespace(**{**vars(args), "spec": name})
+    with tempfile.TemporaryDirectory(prefix="nightshift-bench-") as tmp:
+        data, model_path = Path(tmp) / "day.parquet", Path(tmp) / "model.pkl"
+        make_input(spec, data, args.rows)
+        train(spec, data, model_path)
+        return {
+            m: run_child(m, model_args, data, model_path, db_url, args.rows) for m in ("ours", "to_sql", "predict_only")
+        }
+
+
+def compare_types(args: argparse.Namespace, runs: list[tuple[str, dict[str, dict]]]) -> None:
+    """One line per model: our throughput and its ratios to to_sql and predict-only, by problem type."""
+    from include.nightshift.spec import load_model
+
+    print(f"\nby problem type ({args.rows:,} rows each; ours end to end):")
+    print(f"{'model':<16}{'type':<12}{'ours rows/s':>13}{'to_sql rows/s':>15}{'x to_sql':>10}{'of predict-only':>17}")
+    for name, r in runs:
+        if not {"ours", "to_sql", "predict_only"} <= set(r):
+            continue
+        ours = r["ours"]["rows_per_s"]
+        print(
+            f"{name:<16}{load_model(name).target.type:<12}{ours:>13,.0f}{r['to_sql']['rows_per_s']:>15,.0f}"
+            f"{ours / r['to_sql']['rows_per_s']:>9.2f}x{ours / r['predict_only']['rows_per_s']:>16.0%}"
+        )
 
 
 if __name__ == "__main__":

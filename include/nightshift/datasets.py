@@ -6,7 +6,7 @@ import hashlib
 import logging
 from dataclasses import dataclass
 from datetime import date, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from include.nightshift.errors import (
     DataValidationError,
@@ -17,6 +17,7 @@ from include.nightshift.errors import (
 if TYPE_CHECKING:
     import pandas as pd
 
+    from include.nightshift.sources import DataPaths
     from include.nightshift.spec import ModelSpec
     from include.nightshift.storage import Storage
 
@@ -79,10 +80,17 @@ def resolve_window(spec: ModelSpec, run_date: date, window_end: str | None = Non
     return Window(start=start, end=end, holdout_start=holdout_start)
 
 
-def partition_uris(spec: ModelSpec, root: str, days: list[date], kind: str) -> dict[date, str]:
-    """URIs of the ``kind`` ('features' or 'labels') partitions for ``days``."""
-    uri = spec.landing.features if kind == "features" else spec.landing.labels
-    return {d: uri(root, d.isoformat()) for d in days}
+def partition_uris(spec: ModelSpec, root: str | DataPaths, days: list[date], kind: str) -> dict[date, str]:
+    """The Parquet file every step reads for each of ``days``, ``kind`` 'features' or 'labels'.
+
+    ``root`` is the landing root (Parquet files) or the run's :class:`~include.nightshift.sources.DataPaths`
+    (CSV and SQL sources are read from where they were landed in the work area).
+    """
+    from include.nightshift.sources import DataPaths, day_uri
+
+    paths = root if isinstance(root, DataPaths) else DataPaths(root)
+    which: Any = kind
+    return {d: day_uri(spec, paths, which, d) for d in days}
 
 
 def date_ranges(days: list[date]) -> str:
@@ -143,16 +151,8 @@ def content_hash(df: pd.DataFrame) -> str:
     return h.hexdigest()
 
 
-def build_training_set(spec: ModelSpec, features: pd.DataFrame, labels: pd.DataFrame, window: Window) -> TrainingSet:
-    """Join features with their labels and split by time: the most recent days are the holdout.
-
-    Raises:
-        DataValidationError: too few labelled rows, or a split without both classes.
-    """
-    import pandas as pd
-
+def _check_one_row_per_entity_and_day(spec: ModelSpec, features: pd.DataFrame, labels: pd.DataFrame) -> None:
     key = [spec.entity_key, DATE_COLUMN]
-    cols = [spec.entity_key, DATE_COLUMN, *spec.feature_names]
     for name, frame in (("features", features), ("labels", labels)):
         dupes = frame.duplicated(subset=key, keep=False)
         if dupes.any():
@@ -161,10 +161,59 @@ def build_training_set(spec: ModelSpec, features: pd.DataFrame, labels: pd.DataF
                 f"{name} of {spec.name} have {int(dupes.sum())} rows sharing ({', '.join(key)}); "
                 f"one row per entity and day is required, e.g. {example}"
             )
-    joined = features[cols].merge(labels[[*key, spec.target.name]], on=key, how="left", validate="one_to_one")
-    unlabelled = int(joined[spec.target.name].isna().sum())
-    joined = joined.dropna(subset=[spec.target.name])
-    joined[spec.target.name] = joined[spec.target.name].astype("int64")
+
+
+def target_values(spec: ModelSpec, values: pd.Series) -> pd.Series:
+    """Labels in the target type's form: 0/1 integers, class names (text) or numbers."""
+    if spec.target.type == "binary":
+        return values.astype("int64")
+    if spec.target.type == "multiclass":
+        return values.map(lambda v: str(int(v)) if isinstance(v, float) and v.is_integer() else str(v))
+    return values.astype("float64")
+
+
+def _check_classes(spec: ModelSpec, name: str, part: pd.DataFrame) -> None:
+    target = spec.target
+    classes = sorted(part[target.name].unique().tolist())
+    if target.type == "binary" and len(classes) < 2:
+        raise DataValidationError(
+            f"{name} split of {spec.name} has only class(es) {classes} in column {target.name!r} "
+            f"({len(part)} rows); both 0 and 1 are needed to train and evaluate"
+        )
+    if target.type == "multiclass":
+        unknown = sorted(set(classes) - set(target.classes or ()))
+        if unknown:
+            raise DataValidationError(
+                f"{name} split of {spec.name} has labels {unknown} in column {target.name!r} that are not in "
+                f"target.classes {list(target.classes or ())}"
+            )
+        if name == "training" and len(classes) < 2:
+            raise DataValidationError(
+                f"training split of {spec.name} has only class(es) {classes} in column {target.name!r}; "
+                "at least two are needed to train"
+            )
+
+
+def build_training_set(spec: ModelSpec, features: pd.DataFrame, labels: pd.DataFrame, window: Window) -> TrainingSet:
+    """Join features with their labels and split by time: the most recent days are the holdout.
+
+    Every landed feature column is kept (not only the spec's), so that the champion can be measured on
+    the same holdout even when today's spec no longer lists a column it needs.
+
+    Raises:
+        DataValidationError: too few labelled rows, or a split without the classes it needs.
+    """
+    import pandas as pd
+
+    key = [spec.entity_key, DATE_COLUMN]
+    _check_one_row_per_entity_and_day(spec, features, labels)
+    target = spec.target.name
+    cols = [*key, *spec.input_names]
+    cols += [c for c in features.columns if c not in cols and c != target and not c.startswith("_")]
+    joined = features[cols].merge(labels[[*key, target]], on=key, how="left", validate="one_to_one")
+    unlabelled = int(joined[target].isna().sum())
+    joined = joined.dropna(subset=[target])
+    joined[target] = target_values(spec, joined[target])
     joined = joined.sort_values(key, kind="stable").reset_index(drop=True)
 
     in_holdout = joined[DATE_COLUMN] >= pd.Timestamp(window.holdout_start)
@@ -176,19 +225,14 @@ def build_training_set(spec: ModelSpec, features: pd.DataFrame, labels: pd.DataF
             f"the spec requires training.min_training_rows >= {spec.training.min_training_rows}"
         )
     for name, part in (("training", train), ("holdout", holdout)):
-        classes = sorted(part[spec.target.name].unique().tolist())
-        if len(classes) < 2:
-            raise DataValidationError(
-                f"{name} split of {spec.name} has only class(es) {classes} in column {spec.target.name!r} "
-                f"({len(part)} rows); both 0 and 1 are needed to train and evaluate"
-            )
+        _check_classes(spec, name, part)
     if unlabelled:
         log.info("%d feature rows have no label yet and were left out", unlabelled)
     return TrainingSet(train=train, holdout=holdout, content_hash=content_hash(joined), unlabelled_rows=unlabelled)
 
 
-def load_training_set(storage: Storage, spec: ModelSpec, landing_root: str, window: Window) -> TrainingSet:
-    """Read the window's features and labels from the landing area and build the training set."""
-    features = read_partitions(storage, partition_uris(spec, landing_root, window.days, "features"))
-    labels = read_partitions(storage, partition_uris(spec, landing_root, window.days, "labels"))
+def load_training_set(storage: Storage, spec: ModelSpec, paths: str | DataPaths, window: Window) -> TrainingSet:
+    """Read the window's features and labels (from the landing area, or as landed) and build the training set."""
+    features = read_partitions(storage, partition_uris(spec, paths, window.days, "features"))
+    labels = read_partitions(storage, partition_uris(spec, paths, window.days, "labels"))
     return build_training_set(spec, features, labels, window)

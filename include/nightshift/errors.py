@@ -34,6 +34,10 @@ class NoChampionError(NightshiftError):
     """The registry holds no ``@champion`` version for the model."""
 
 
+class SourceUnavailableError(NightshiftError):
+    """A source system (the database behind a SQL source) could not be reached: retried."""
+
+
 class NotPublishedYetError(NightshiftError):
     """Monitoring was asked about a day whose scores are not published (yet): retried, as they may be on the way."""
 

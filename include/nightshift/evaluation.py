@@ -1,4 +1,10 @@
-"""The gate's evidence: the challenger and the champion scored on the same holdout."""
+"""The gate's evidence: the challenger and the champion scored on the same holdout.
+
+The champion is scored as its own contract says (its input features and expressions), so a spec edit
+since it was trained does not change how it is measured. When the holdout cannot show what the
+champion needs (a column no longer landed, another target type or other classes), the champion is
+not compared and the reason goes into the gate's record.
+"""
 
 from __future__ import annotations
 
@@ -16,21 +22,38 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Evaluation:
-    """Holdout metrics of the challenger and of the champion (None when there is none yet)."""
+    """Holdout metrics of the challenger and of the champion (None when there is none, or it is not comparable)."""
 
     challenger: dict[str, float]
     champion: dict[str, float] | None
     champion_version: int | None
+    champion_note: str | None = None
 
 
-def predict_scores(model_uri: str, spec: ModelSpec, df: pd.DataFrame) -> Any:
-    """Positive-class probabilities of the model at ``model_uri`` for the rows of ``df``."""
+def load_model(model_uri: str) -> Any:
     import mlflow
 
-    from include.nightshift.training import model_input
+    return mlflow.sklearn.load_model(model_uri)
 
-    model = mlflow.sklearn.load_model(model_uri)
-    return model.predict_proba(model_input(spec, df))[:, 1]
+
+def _champion_metrics(
+    client: MlflowClient, spec: ModelSpec, version: int, run_id: str | None, holdout: pd.DataFrame
+) -> tuple[dict[str, float] | None, str | None]:
+    from include.nightshift.contract import load_contract
+    from include.nightshift.training import measure
+
+    contract = load_contract(client, run_id, spec)
+    if contract.target.type != spec.target.type or contract.target.classes != spec.target.classes:
+        return None, (
+            f"champion v{version} predicts a {contract.target.type} target {list(contract.target.classes or [])}, "
+            f"this model a {spec.target.type} one {list(spec.target.classes or [])}"
+        )
+    missing = sorted(set(contract.input_names) - set(holdout.columns))
+    if missing:
+        return None, f"champion v{version} needs column(s) {', '.join(missing)}, which the holdout does not have"
+    champion_spec = contract.apply(spec)
+    truth = holdout[spec.target.name]
+    return measure(champion_spec, load_model(f"models:/{spec.name}/{version}"), holdout, truth), None
 
 
 def evaluate_against_champion(
@@ -39,21 +62,20 @@ def evaluate_against_champion(
     """Score the same holdout with the challenger and the current champion; log both to the run."""
     import mlflow
 
-    from include.nightshift.training import evaluate
+    from include.nightshift.training import measure
 
     mlflow.set_tracking_uri(client.tracking_uri)
-    y = holdout[spec.target.name]
-    threshold = spec.training.decision_threshold
-    challenger = evaluate(y, predict_scores(model_uri, spec, holdout), threshold)
+    challenger = measure(spec, load_model(model_uri), holdout)
     champion_mv = get_alias(client, spec.name, CHAMPION)
-    champion = None
+    champion, note, version = None, None, None
     if champion_mv is not None:
         # Pinned to the version just read: the comparison and its record name the same model.
-        champion = evaluate(y, predict_scores(f"models:/{spec.name}/{champion_mv.version}", spec, holdout), threshold)
+        version = int(champion_mv.version)
+        champion, note = _champion_metrics(client, spec, version, champion_mv.run_id, holdout)
     for k, v in challenger.items():
         client.log_metric(run_id, f"gate_challenger_{k}", v)
     for k, v in (champion or {}).items():
         client.log_metric(run_id, f"gate_champion_{k}", v)
-    if champion_mv is not None:
-        client.set_tag(run_id, f"{TAG}.compared_with_version", champion_mv.version)
-    return Evaluation(challenger, champion, int(champion_mv.version) if champion_mv else None)
+    if version is not None:
+        client.set_tag(run_id, f"{TAG}.compared_with_version", str(version))
+    return Evaluation(challenger, champion, version, note)

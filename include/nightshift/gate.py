@@ -39,6 +39,7 @@ def decide(
     champion: dict[str, float] | None,
     force_promote: bool = False,
     force_reason: str = "",
+    champion_note: str | None = None,
 ) -> GateDecision:
     """Compare the challenger's holdout metrics with the floors and with the champion's.
 
@@ -48,6 +49,7 @@ def decide(
         champion: The champion's metrics on the same holdout, or None when there is no champion
             (the first run promotes when the floors pass).
         force_promote: Promote whatever the checks say; ``force_reason`` must say why.
+        champion_note: Why a champion that exists was not compared (its metrics are then None).
     """
     failed: list[str] = []
     passed: list[str] = []
@@ -57,7 +59,7 @@ def decide(
         rule = ">=" if HIGHER_IS_BETTER[metric] else "<="
         (passed if ok else failed).append(f"{metric} {value:.4f} {'' if ok else 'not '}{rule} floor {floor}")
     if champion is None:
-        passed.append("no champion yet")
+        passed.append(f"not compared with the champion: {champion_note}" if champion_note else "no champion yet")
     else:
         for metric, allowed in sorted(gate.max_regression.items()):
             ch, cur = challenger[metric], champion[metric]

@@ -66,15 +66,29 @@ class DriftPoint:
     mlflow_run_id: str
 
 
+@dataclass(frozen=True)
+class Realised:
+    """The latest labelled day's headline metric against the version's holdout."""
+
+    day: date
+    metric: str
+    value: float | None
+    holdout: float | None
+    labelled_rows: int
+    decayed: bool
+
+
 @dataclass
 class ModelOverview:
     model: str
     owner: str
     description: str
+    target_type: str = "binary"
     champion: Champion | None = None
     gate: GateDecision | None = None
     scored: ScoredDay | None = None
     drift: list[DriftPoint] = field(default_factory=list)  # oldest first
+    realised: Realised | None = None
     experiment_ids: dict[str, str] = field(default_factory=dict)  # the latest drift run -> its experiment
     problems: list[str] = field(default_factory=list)
 
@@ -86,7 +100,7 @@ class ModelOverview:
 
 def model_overview(spec: ModelSpec, client: MlflowClient, conn: connection | None) -> ModelOverview:
     """Everything the page shows for one model; ``conn`` None when the warehouse cannot be reached."""
-    out = ModelOverview(spec.name, spec.owner, spec.description or "")
+    out = ModelOverview(spec.name, spec.owner, spec.description or "", spec.target.type)
     promotion = _last_promotion(conn, spec, out) if conn is not None else None
     try:
         out.champion = champion(client, spec, promotion)
@@ -198,7 +212,27 @@ def _read_warehouse(conn: connection, spec: ModelSpec, out: ModelOverview) -> No
                     (spec.name, DRIFT_DAYS),
                 )
                 out.drift = [DriftPoint(*row) for row in reversed(cur.fetchall())]
+            out.realised = _realised(cur, spec)
         conn.rollback()
     except Exception as exc:
         conn.rollback()
         out.problems.append(f"warehouse: {type(exc).__name__}: {str(exc)[:300]}")
+
+
+def _realised(cur: Any, spec: ModelSpec) -> Realised | None:
+    """The newest row of ``monitoring.performance`` for the model, by its type's headline metric."""
+    from psycopg2 import sql
+
+    cur.execute("SELECT to_regclass('monitoring.performance') IS NOT NULL")
+    if not cur.fetchone()[0]:
+        return None
+    metric = spec.headline_metric
+    cur.execute(
+        sql.SQL(
+            "SELECT score_date, {m}, (holdout ->> %s)::float, labelled_rows, decayed FROM monitoring.performance "
+            "WHERE model = %s ORDER BY score_date DESC LIMIT 1"
+        ).format(m=sql.Identifier(metric)),
+        (metric, spec.name),
+    )
+    row = cur.fetchone()
+    return Realised(row[0], metric, row[1], row[2], int(row[3]), bool(row[4])) if row else None

@@ -65,15 +65,18 @@ def insert_row(cur: cursor, table: str, row: dict[str, Any], suffix: str = "") -
     """``INSERT INTO <table> (<keys>) VALUES (<values>) <suffix>`` for one row given as a dict.
 
     ``table`` is ``schema.table`` of our own fixed tables; the column names are the dict's keys,
-    quoted as identifiers.
+    quoted as identifiers; dict values are written as JSON.
     """
+    from psycopg2.extras import Json
+
     s = sql()
     schema, name = table.split(".")
+    values = [Json(v) if isinstance(v, dict) else v for v in row.values()]
     cur.execute(
         s.SQL("INSERT INTO {} ({}) VALUES ({}) " + suffix).format(
             s.Identifier(schema, name),
             s.SQL(", ").join(s.Identifier(c) for c in row),
             s.SQL(", ").join([s.Placeholder()] * len(row)),
         ),
-        list(row.values()),
+        values,
     )

@@ -1,8 +1,10 @@
-"""A synthetic, realistic churn data set written as daily Parquet partitions.
+"""A synthetic, realistic customer data set written as daily partitions (Parquet or CSV, as the spec lands).
 
 Each day a sample of a fixed customer population is observed (numeric and categorical features,
-missing values, about 15 % churners); the label for a day's features lands ``label_delay_days``
-later. Options inject drift or bad data on chosen days, for tests and demos.
+missing values); the label for a day's features lands ``label_delay_days`` later. The label follows
+the spec's target type, from the same customers and signals: churn within 30 days (binary, about
+15 % churners), the offer a customer takes (multiclass, over the spec's classes) or the spend of
+the next 30 days (regression). Options inject drift or bad data on chosen days, for tests and demos.
 
 Run ``python -m include.nightshift.sample --help``.
 """
@@ -157,6 +159,39 @@ def break_features(df: pd.DataFrame, kind: BadKind, seed: int) -> pd.DataFrame:
     raise ValueError(f"bad_kind {kind!r} is not one of {BAD_KINDS}")
 
 
+def labels_for_day(spec: ModelSpec, feats: pd.DataFrame, prob: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The label of each row, of the spec's target type, from the same signals as the churn probability."""
+    import numpy as np
+
+    kind = spec.target.type
+    if kind == "binary":
+        return (rng.random(len(feats)) < prob).astype("int64")
+    charges = feats["monthly_charges"].to_numpy(dtype=float)
+    usage = np.nan_to_num(feats["data_usage_gb"].to_numpy(dtype=float), nan=12.0)
+    calls = feats["support_calls_30d"].to_numpy(dtype=float)
+    if kind == "regression":
+        spend = charges * (1.0 - 0.6 * prob) + 0.9 * np.log1p(usage) * 10 + 4.0 * calls + rng.normal(0, 6, len(feats))
+        lo, hi = spec.target.min, spec.target.max
+        return np.clip(spend, -np.inf if lo is None else lo, np.inf if hi is None else hi).round(2)
+    classes = list(spec.target.classes or ())
+    tenure = feats["tenure_months"].to_numpy(dtype=float)
+    # Standardised signals and fixed per-class weights: every class is taken by a fair share of customers
+    # (the first class, usually "none", by the most), and the features tell them apart.
+    signals = np.column_stack([prob, charges, np.log1p(usage), tenure, calls])
+    signals = (signals - signals.mean(axis=0)) / (signals.std(axis=0) + 1e-9)
+    weights = np.random.default_rng(len(classes)).normal(0, 1.2, (signals.shape[1], len(classes)))
+    intercepts = np.where(np.arange(len(classes)) == 0, 0.8, 0.0)
+    logits = signals @ weights + intercepts + rng.gumbel(size=(len(feats), len(classes)))
+    return np.asarray(classes, dtype=object)[logits.argmax(axis=1)]
+
+
+def _write(storage: Storage, spec: ModelSpec, df: pd.DataFrame, uri: str) -> None:
+    if spec.landing.format == "csv":
+        storage.write_bytes(df.to_csv(index=False).encode(), uri)
+    else:
+        storage.write_parquet(df, uri)
+
+
 def generate(spec: ModelSpec, root: str, opts: SampleOptions, storage: Storage | None = None) -> dict[str, int]:
     """Write features (and labels, where they have arrived) for every day in the range.
 
@@ -177,16 +212,16 @@ def generate(spec: ModelSpec, root: str, opts: SampleOptions, storage: Storage |
         labels = pd.DataFrame(
             {
                 spec.entity_key: feats["customer_id"].to_numpy(),
-                spec.target.name: (rng.random(len(feats)) < prob).astype("int64"),
+                spec.target.name: labels_for_day(spec, feats, prob, rng),
             }
         )
         out = feats.rename(columns={"customer_id": spec.entity_key})
         if day in opts.bad_dates:
             out = break_features(out, opts.bad_kind, opts.seed)
-        storage.write_parquet(out, spec.landing.features(root, day.isoformat()))
+        _write(storage, spec, out, spec.landing.features(root, day.isoformat()))
         counts["feature_rows"] += len(out)
         if opts.write_labels and day <= label_cutoff:
-            storage.write_parquet(labels, spec.landing.labels(root, day.isoformat()))
+            _write(storage, spec, labels, spec.landing.labels(root, day.isoformat()))
             counts["label_rows"] += len(labels)
         counts["days"] += 1
         day += timedelta(days=1)

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import os
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
     import pandas as pd
     import pyarrow as pa
@@ -100,6 +101,33 @@ class Storage:
 
         self._atomic_write(uri, write)
         return uri
+
+    @contextmanager
+    def output(self, uri: str) -> Iterator[Any]:
+        """A stream to write ``uri``, which appears whole on success and not at all on failure."""
+        import tempfile
+
+        import pyarrow.fs as pafs
+
+        fs, path = self.resolve(uri)
+        parent = os.path.dirname(path)
+        fs.create_dir(parent, recursive=True)
+        if uri.startswith("s3://"):  # written locally first: a failed write must not upload half a file
+            local = pafs.LocalFileSystem()
+            with tempfile.TemporaryDirectory() as tmpdir:
+                staged = os.path.join(tmpdir, os.path.basename(path))
+                with local.open_output_stream(staged) as out:
+                    yield out
+                pafs.copy_files(staged, path, source_filesystem=local, destination_filesystem=fs)
+            return
+        tmp = f"{parent}/.tmp-{uuid.uuid4().hex}-{os.path.basename(path)}"
+        try:
+            with fs.open_output_stream(tmp) as out:
+                yield out
+            fs.move(tmp, path)
+        finally:
+            if fs.get_file_info(tmp).type.name != "NotFound":
+                fs.delete_file(tmp)
 
     def read_bytes(self, uri: str) -> bytes:
         fs, path = self.resolve(uri)

@@ -1,5 +1,5 @@
-"""Training: the scikit-learn pipeline (preprocessing inside it), the metrics the gate compares, and the
-training run in MLflow (parameters, metrics, the model, its data window and a monitoring reference).
+"""Training: the MLflow run that fits a model's pipeline (``pipeline.py``) and records everything about
+it: parameters, metrics, the model, its contract, its data window and a monitoring reference.
 
 Functions receive an ``MlflowClient`` (built by the Airflow hook from a connection) and never read
 configuration themselves.
@@ -12,6 +12,10 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from include.nightshift.contract import CONTRACT_ARTIFACT, ModelContract
+from include.nightshift.features import model_input
+from include.nightshift.metrics import evaluate
+from include.nightshift.pipeline import build_pipeline, predict_outputs
 from include.nightshift.registry import REFERENCE_ARTIFACT, TAG
 
 if TYPE_CHECKING:
@@ -25,90 +29,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # skops (MLflow's safe default format) refuses these types unless told to trust them. They are
-# scikit-learn's own tree and dtype objects, written only by our training task into our registry.
-SKOPS_TRUSTED_TYPES = ("numpy.dtype", "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor")
-
-
-def build_pipeline(spec: ModelSpec, algorithm: str) -> Pipeline:
-    """An unfitted pipeline: impute, scale and one-hot encode, then the classifier.
-
-    Args:
-        spec: The model (feature types, hyperparameters, seed).
-        algorithm: One of ``spec.ALGORITHMS``.
-    """
-    from sklearn.compose import ColumnTransformer
-    from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
-    from sklearn.impute import SimpleImputer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import OneHotEncoder, StandardScaler
-
-    params: dict[str, Any] = spec.hyperparameters(algorithm)
-    seed = spec.training.random_seed
-    classifiers = {
-        "logistic_regression": lambda: LogisticRegression(class_weight="balanced", random_state=seed, **params),
-        "random_forest": lambda: RandomForestClassifier(class_weight="balanced", random_state=seed, n_jobs=1, **params),
-        "hist_gradient_boosting": lambda: HistGradientBoostingClassifier(random_state=seed, **params),
-    }
-    if algorithm not in classifiers:
-        raise ValueError(f"algorithm {algorithm!r} is not one of {sorted(classifiers)}")
-    numeric = Pipeline([("impute", SimpleImputer(strategy="median", add_indicator=True)), ("scale", StandardScaler())])
-    categorical = Pipeline(
-        [
-            ("impute", SimpleImputer(strategy="constant", fill_value="__missing__")),
-            ("onehot", OneHotEncoder(handle_unknown="ignore", sparse_output=False)),
-        ]
-    )
-    pre = ColumnTransformer(
-        [("num", numeric, spec.numeric_features), ("cat", categorical, spec.categorical_features)],
-        remainder="drop",
-        verbose_feature_names_out=False,
-    )
-    return Pipeline([("preprocess", pre), ("classifier", classifiers[algorithm]())])
-
-
-def model_input(spec: ModelSpec, df: pd.DataFrame) -> pd.DataFrame:
-    """The feature columns in spec order, with dtypes the model signature expects.
-
-    Integers become float64 so that a missing value in tomorrow's data does not break the schema;
-    categories are plain strings (object) with None for missing.
-    """
-    out = df[spec.feature_names].copy()
-    for f in spec.features:
-        if f.type in ("int", "float"):
-            out[f.name] = out[f.name].astype("float64")
-        else:
-            out[f.name] = out[f.name].astype(object).where(out[f.name].notna(), None)
-    return out
-
-
-def evaluate(y_true: Any, scores: Any, threshold: float) -> dict[str, float]:
-    """ROC AUC, PR AUC, log loss, Brier score, and precision / recall / F1 at ``threshold``."""
-    import numpy as np
-    from sklearn.metrics import (
-        average_precision_score,
-        brier_score_loss,
-        f1_score,
-        log_loss,
-        precision_score,
-        recall_score,
-        roc_auc_score,
-    )
-
-    y = np.asarray(y_true).astype(int)
-    s = np.clip(np.asarray(scores, dtype=float), 1e-7, 1 - 1e-7)
-    pred = (s >= threshold).astype(int)
-    return {
-        "roc_auc": float(roc_auc_score(y, s)),
-        "pr_auc": float(average_precision_score(y, s)),
-        "log_loss": float(log_loss(y, s, labels=[0, 1])),
-        "brier": float(brier_score_loss(y, s)),
-        "precision": float(precision_score(y, pred, zero_division=0)),
-        "recall": float(recall_score(y, pred, zero_division=0)),
-        "f1": float(f1_score(y, pred, zero_division=0)),
-        "positive_rate": float(y.mean()),
-        "rows": float(len(y)),
-    }
+# scikit-learn's own tree and dtype objects and our derivation step, written only by our training task
+# into our registry.
+SKOPS_TRUSTED_TYPES = (
+    "numpy.dtype",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "include.nightshift.features.DeriveFeatures",
+)
 
 
 def experiment_name(spec: ModelSpec) -> str:
@@ -124,18 +51,22 @@ class TrainResult:
     metrics: dict[str, float]
 
 
+def measure(spec: ModelSpec, model: Any, frame: pd.DataFrame, truth: pd.Series | None = None) -> dict[str, float]:
+    """The metrics of the spec's type for a fitted model on ``frame`` (its features, and the target or ``truth``)."""
+    outputs = predict_outputs(spec, model, model_input(spec, frame))
+    t = spec.target
+    y = frame[t.name] if truth is None else truth
+    return evaluate(y, outputs, spec.training.decision_threshold, t.type, t.classes)
+
+
 def _fit_and_measure(spec: ModelSpec, pipeline: Pipeline, ts: TrainingSet) -> tuple[pd.DataFrame, dict[str, float]]:
     """Fit on the training part; training and holdout metrics (``train_*``, ``holdout_*``, ``fit_seconds``)."""
-    x_train, y_train = model_input(spec, ts.train), ts.train[spec.target.name]
-    x_hold, y_hold = model_input(spec, ts.holdout), ts.holdout[spec.target.name]
-    threshold = spec.training.decision_threshold
+    x_train = model_input(spec, ts.train)
     started = time.monotonic()
-    pipeline.fit(x_train, y_train)
+    pipeline.fit(x_train, ts.train[spec.target.name])
     fit_seconds = time.monotonic() - started
-    metrics = {f"train_{k}": v for k, v in evaluate(y_train, pipeline.predict_proba(x_train)[:, 1], threshold).items()}
-    metrics.update(
-        {f"holdout_{k}": v for k, v in evaluate(y_hold, pipeline.predict_proba(x_hold)[:, 1], threshold).items()}
-    )
+    metrics = {f"train_{k}": v for k, v in measure(spec, pipeline, ts.train).items()}
+    metrics.update({f"holdout_{k}": v for k, v in measure(spec, pipeline, ts.holdout).items()})
     metrics["fit_seconds"] = fit_seconds
     return x_train, metrics
 
@@ -165,19 +96,31 @@ def _log_params_and_data(spec: ModelSpec, ts: TrainingSet, window: Window, algor
     mlflow.log_dict(window.as_dict(), "data/window.json")
 
 
-def _log_model(pipeline: Pipeline, x_train: pd.DataFrame) -> Any:
+def _trusted_types(pipeline: Pipeline) -> list[str]:
+    """The types skops must be told to trust to load ``pipeline``: ours, and whatever else it holds.
+
+    Only our training task writes models into our registry, so what it saved is what it trusts: a
+    dotted-path estimator brings types of its own (e.g. its trees).
+    """
+    import skops.io as sio
+
+    return sorted(set(SKOPS_TRUSTED_TYPES) | set(sio.get_untrusted_types(data=sio.dumps(pipeline))))
+
+
+def _log_model(spec: ModelSpec, pipeline: Pipeline, x_train: pd.DataFrame) -> Any:
     import mlflow
     from mlflow.models import infer_signature
 
-    signature = infer_signature(x_train.head(200), pipeline.predict_proba(x_train.head(200))[:, 1])
+    sample = x_train.head(200)
+    signature = infer_signature(sample, predict_outputs(spec, pipeline, sample))
     return mlflow.sklearn.log_model(
         pipeline,
         name="model",
         signature=signature,
         input_example=x_train.head(5),
-        pyfunc_predict_fn="predict_proba",
+        pyfunc_predict_fn="predict" if spec.target.type == "regression" else "predict_proba",
         serialization_format="skops",
-        skops_trusted_types=list(SKOPS_TRUSTED_TYPES),
+        skops_trusted_types=_trusted_types(pipeline),
         # Stated, not inferred: inference re-imports the model in a subprocess (~6 s a run).
         pip_requirements=model_requirements(),
     )
@@ -214,13 +157,16 @@ def train_and_log(
             n=min(len(ts.train), spec.training.reference_sample_rows), random_state=spec.training.random_seed
         )
         _log_frame(reference, REFERENCE_ARTIFACT)
-        info = _log_model(pipeline, x_train)
+        mlflow.log_dict(ModelContract.of(spec).model_dump(mode="json"), CONTRACT_ARTIFACT)
+        info = _log_model(spec, pipeline, x_train)
+    headline = spec.headline_metric
     log.info(
-        "trained %s (%s) in MLflow run %s: holdout roc_auc %.4f",
+        "trained %s (%s) in MLflow run %s: holdout %s %.4f",
         spec.name,
         algorithm,
         run.info.run_id,
-        metrics["holdout_roc_auc"],
+        headline,
+        metrics[f"holdout_{headline}"],
     )
     return TrainResult(run.info.run_id, info.model_uri, info.model_id, experiment.experiment_id, metrics)
 
@@ -242,3 +188,6 @@ def _log_frame(df: pd.DataFrame, artifact_file: str) -> None:
         path = os.path.join(tmp, os.path.basename(artifact_file))
         df.to_parquet(path, index=False)
         mlflow.log_artifact(path, artifact_path=os.path.dirname(artifact_file))
+
+
+__all__ = ["build_pipeline", "evaluate", "measure", "model_input", "train_and_log"]

@@ -130,3 +130,14 @@ def s3_options(aws_conn_id: str) -> dict[str, Any]:
         parsed = urlparse(endpoint if "://" in endpoint else f"https://{endpoint}")
         options.update(endpoint_override=parsed.netloc, scheme=parsed.scheme)
     return {k: v for k, v in options.items() if v is not None}
+
+
+def source_connection(conn_id: str) -> Any:
+    """A DB-API connection to a SQL source, from its Airflow connection through the provider's own hook.
+
+    Any connection type whose provider hook is a ``DbApiHook`` works (PostgreSQL, MySQL, Snowflake, ...).
+    """
+    hook = BaseHook.get_connection(conn_id).get_hook()
+    if not hasattr(hook, "get_conn"):
+        raise TypeError(f"connection {conn_id!r} does not give a database connection (hook {type(hook).__name__})")
+    return hook.get_conn()

@@ -27,20 +27,23 @@ ANALYST_QUERY = (
 
 
 def ensure_sample_data(stack: Stack, today: date, days: int = 42) -> None:
-    """Write the sample data set for the `days` ending today, unless today's partition is there."""
+    """Write the sample data of every file-sourced model for the days ending today (at least ``days``, and
+    enough for one training window of labelled days), unless today's partition is there."""
     from include.nightshift.sample import SampleOptions, generate
-    from include.nightshift.spec import load_model
+    from include.nightshift.spec import load_specs, models_dir
     from include.nightshift.storage import Storage
 
-    spec = load_model(stack.model)
-    if Storage().exists(spec.landing.features(stack.landing_root, today.isoformat())):
-        return
-    counts = generate(
-        spec,
-        stack.landing_root,
-        SampleOptions(start=today - timedelta(days=days - 1), end=today, label_delay_days=spec.target.label_delay_days),
-    )
-    log.info("sample data: %(days)d days, %(feature_rows)d feature rows, %(label_rows)d label rows", counts)
+    for spec in load_specs(models_dir()):
+        if spec.landing.source != "files" or not str(spec.landing.features_uri).startswith("{root}"):
+            continue  # a SQL source, or data outside the landing root: nothing to generate
+        if Storage().exists(spec.landing.features(stack.landing_root, today.isoformat())):
+            continue
+        needed = max(days, spec.training.window_days + spec.target.label_delay_days + 7)
+        opts = SampleOptions(
+            start=today - timedelta(days=needed - 1), end=today, label_delay_days=spec.target.label_delay_days
+        )
+        counts = generate(spec, stack.landing_root, opts)
+        log.info("sample data of %s: %d days, %d feature rows, %d label rows", spec.name, *counts.values())
 
 
 def training_facts(stack: Stack, run_id: str) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import urllib.error
@@ -39,7 +40,6 @@ def e2e_env():
             env[key] = os.environ[key]
     stack = [sys.executable, "-m", "scripts.stack"]
     subprocess.run([*stack, "down"], env=env, cwd=ROOT, check=False, capture_output=True)
-    import shutil
 
     shutil.rmtree(ROOT / ".local-e2e", ignore_errors=True)
     # The shipped spec, with quick retries and an on-call address, so that a failure alerts in seconds.
@@ -50,6 +50,9 @@ def e2e_env():
     # A second model on the same data whose promotions need a person's approval (YAML only, no code).
     approved = text.replace("name: churn", "name: churn_approved", 1).replace("approval: false", "approval: true")
     (models / "churn_approved.yaml").write_text(approved)
+    # The multiclass and the regression examples as shipped (the latter lands CSV files).
+    for example in ("next_offer", "customer_spend"):
+        shutil.copy(ROOT / "include" / "models" / f"{example}.yaml", models / f"{example}.yaml")
     env["NIGHTSHIFT_MODELS_DIR"] = str(models)
     server = (
         os.environ.get("NIGHTSHIFT_DB_URL")
@@ -111,6 +114,69 @@ def test_make_run_twice_trains_promotes_then_gates_against_the_champion(e2e_env)
     second_scores = _warehouse_rows()
     assert {day: n for day, n, _ in second_scores} == {day: 2000 for day in days}
     assert {v for _, _, v in second_scores} == {int(champion.removeprefix("v"))}
+
+
+def test_a_multiclass_and_a_regression_model_train_score_and_are_monitored_by_the_scheduler(e2e_env):
+    """The shipped examples, YAML only, through the real scheduler: training with the gate, scoring of a
+    labelled day (the regression lands its CSV first), and the monitoring runs their scores Assets start."""
+    import time
+    from datetime import UTC, datetime, timedelta
+
+    from scripts.stack.api import api_for
+    from scripts.stack.settings import Stack
+
+    api = api_for(Stack(home=ROOT / ".local-e2e", airflow_port=int(e2e_env["NIGHTSHIFT_AIRFLOW_PORT"])))
+    today = datetime.now(UTC).date()
+    delays = {"next_offer": 14, "customer_spend": 30}
+    for model in delays:
+        api.wait_for_dag(f"{model}_training")
+    training = {m: api.trigger(f"{m}_training") for m in delays}
+    for m, run_id in training.items():
+        assert api.wait_for_run(f"{m}_training", run_id, timeout=900)["state"] == "success", api.failed_task_errors(
+            f"{m}_training", run_id
+        )
+    since = datetime.now(UTC)
+    for m in delays:
+        api.wait_for_dag(f"{m}_monitoring")
+        api.unpause(f"{m}_monitoring")
+    days = {m: [today - timedelta(days=d), today] for m, d in delays.items()}  # the labelled day, and today
+    scoring = {(m, d): api.trigger(f"{m}_scoring", conf={"run_date": d.isoformat()}) for m in delays for d in days[m]}
+    for (m, _), run_id in scoring.items():
+        assert api.wait_for_run(f"{m}_scoring", run_id, timeout=900)["state"] == "success", api.failed_task_errors(
+            f"{m}_scoring", run_id
+        )
+    spend_run = scoring[("customer_spend", today)]
+    assert "land" in api.task_states("customer_spend_scoring", spend_run), "the CSV day is landed first"
+
+    (offer,) = _warehouse_query(
+        "SELECT count(*), count(DISTINCT predicted_class), min(score), "
+        "max((SELECT count(*) FROM jsonb_object_keys(class_scores))) FROM nightshift.next_offer_scores "
+        "WHERE score_date = %s",
+        (today,),
+    )
+    assert offer[0] == 2000 and offer[1] >= 2 and 0 < offer[2] <= 1 and offer[3] == 4, offer
+    (spend,) = _warehouse_query(
+        "SELECT count(*), avg(prediction) FROM nightshift.customer_spend_scores WHERE score_date = %s", (today,)
+    )
+    assert spend[0] == 2000 and 50 < spend[1] < 150, spend
+    # The Assets of the published days start the monitoring runs: drift of each day, and the realised
+    # performance of the labelled day once today is monitored.
+    deadline, perf = time.monotonic() + 600, []
+    while time.monotonic() < deadline and len(perf) < 2:
+        perf = _warehouse_query(
+            "SELECT model, target_type, f1_macro, rmse FROM monitoring.performance "
+            "WHERE computed_at >= %s AND model = ANY(%s) ORDER BY model",
+            (since, list(delays)),
+        )
+        time.sleep(3)
+    assert [p[:2] for p in perf] == [("customer_spend", "regression"), ("next_offer", "multiclass")], perf
+    assert perf[0][3] > 0 and perf[0][2] is None and perf[1][2] > 0.5 and perf[1][3] is None, perf
+    drift = _warehouse_query(
+        "SELECT model, count(*), max(features) FROM monitoring.drift_runs WHERE model = ANY(%s) GROUP BY model "
+        "ORDER BY model",
+        (list(delays),),
+    )
+    assert drift == [("customer_spend", 2, 7), ("next_offer", 2, 10)], drift
 
 
 def _scored_days(out: str) -> dict[str, tuple[str, str]]:
@@ -324,7 +390,6 @@ def test_the_nightshift_page_shows_each_model_behind_the_login(e2e_env, tmp_path
 
 def _chromium(tmp_path):
     """Debian's headless Chromium through its ChromeDriver (``make browser`` installs both)."""
-    import shutil
 
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service

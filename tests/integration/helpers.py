@@ -12,6 +12,7 @@ class RunResult:
     state: str
     tasks: dict[str, str | None]
     errors: dict[str, str] = field(default_factory=dict)
+    error_types: dict[str, str] = field(default_factory=dict)  # the exception's class: final or retryable
 
     def failed_task(self) -> str | None:
         failed = [t for t, s in self.tasks.items() if s == "failed"]
@@ -25,9 +26,11 @@ def run_dag(dag: Any, run_date: date, conf: dict[str, Any] | None = None) -> Run
     alert notifier sees.
     """
     errors: dict[str, str] = {}
+    error_types: dict[str, str] = {}
 
     def record(context: Any) -> None:
         errors[context["ti"].task_id] = str(context.get("exception"))
+        error_types[context["ti"].task_id] = type(context.get("exception")).__name__
 
     # dag.test() in Airflow 3.3.0 cannot finish a run of a DAG with a Deadline Alert: on success it looks
     # the alert up by its serialized form instead of its id. Deadlines are the scheduler's job; the
@@ -40,7 +43,7 @@ def run_dag(dag: Any, run_date: date, conf: dict[str, Any] | None = None) -> Run
     dr = dag.test(logical_date=datetime.combine(run_date, time(6, 0), tzinfo=UTC), run_conf=conf or {})
     tasks = {ti.task_id: (ti.state.value if hasattr(ti.state, "value") else ti.state) for ti in dr.get_task_instances()}
     state = dr.state.value if hasattr(dr.state, "value") else str(dr.state)
-    return RunResult(state=state, tasks=tasks, errors=errors)
+    return RunResult(state=state, tasks=tasks, errors=errors, error_types=error_types)
 
 
 def train_champion(mlflow_client: Any, spec: Any, landing: str, end: date) -> Any:

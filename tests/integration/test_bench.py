@@ -33,6 +33,14 @@ def test_scoring_bench_prints_each_method_and_the_ratios(platform):
     # Ours scored every valid row: the same count as the to_sql baseline, which drops the same bad rows.
     counts = {line.split()[0]: line.split()[1] for line in lines if line.startswith(("ours  ", "to_sql"))}
     assert counts["ours"] == counts["to_sql"]
+    # Beside the binary model, a multiclass and a regression model at the same ratios.
+    by_type = {
+        line.split()[0]: line.split()
+        for line in lines[lines.index(next(x for x in lines if x.startswith("by problem type"))) :]
+    }
+    for model, kind in (("churn", "binary"), ("next_offer", "multiclass"), ("customer_spend", "regression")):
+        assert by_type[model][1] == kind, out.stdout
+        assert by_type[model][4].endswith("x") and by_type[model][5].endswith("%"), by_type[model]
 
 
 def test_drift_bench_prints_both_times_and_the_agreement():

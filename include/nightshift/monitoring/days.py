@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     import pandas as pd
     from psycopg2.extensions import connection
 
+    from include.nightshift.sources import DataPaths
     from include.nightshift.spec import ModelSpec
     from include.nightshift.warehouse.tables import Tables
 
@@ -44,17 +45,32 @@ class MonitoredDay(JsonRecord):
 
 
 def read_day_scores(conn: connection, tables: Tables, day: date) -> pd.DataFrame:
-    """A published day's entity keys, scores and model version, from ``<schema>.<model>_scores``."""
+    """A published day's entity keys, outputs (by the model's type) and model version, from ``<model>_scores``."""
     import pandas as pd
 
     s = sql()
-    query = s.SQL("SELECT {key}, score, model_version FROM {scores} WHERE score_date = %s").format(
-        key=s.Identifier(tables.key), scores=tables.published(tables.scores)
+    columns = [tables.key, *(c[0] for c in tables.output_columns), "model_version"]
+    query = s.SQL("SELECT {cols} FROM {scores} WHERE score_date = %s").format(
+        cols=s.SQL(", ").join(s.Identifier(c) for c in columns), scores=tables.published(tables.scores)
     )
     with conn.cursor() as cur:
         cur.execute(query, (day,))
         rows = cur.fetchall()
-    return pd.DataFrame(rows, columns=[tables.key, "score", "model_version"])
+    return pd.DataFrame(rows, columns=columns)
+
+
+def scoring_version(conn: connection, tables: Tables, day: date) -> int | None:
+    """The model version that scored a published day (None when the day is not published)."""
+    query = (
+        sql().SQL("SELECT model_version FROM {} WHERE score_date = %s LIMIT 1").format(tables.published(tables.scores))
+    )
+    with conn.cursor() as cur:
+        cur.execute("SELECT to_regclass(%s)", (f'"{tables.schema}"."{tables.scores}"',))
+        if cur.fetchone()[0] is None:
+            return None
+        cur.execute(query, (day,))
+        row = cur.fetchone()
+    return int(row[0]) if row else None
 
 
 def published_day(conn: connection, tables: Tables, day: date | None) -> PublishedDay | None:
@@ -103,8 +119,10 @@ def unmonitored_days(conn: connection, tables: Tables, model: str, lookback_days
     return pending
 
 
-def monitored_day(spec: ModelSpec, landing_root: str, published: PublishedDay) -> MonitoredDay:
+def monitored_day(spec: ModelSpec, paths: DataPaths, published: PublishedDay) -> MonitoredDay:
     """What the drift and performance tasks need to know about a published day."""
+    from include.nightshift.sources import day_uri
+
     d = published.score_date
     labelled = d - timedelta(days=spec.target.label_delay_days)
     return MonitoredDay(
@@ -112,14 +130,14 @@ def monitored_day(spec: ModelSpec, landing_root: str, published: PublishedDay) -
         rows=published.rows,
         model_version=published.model_version,
         mlflow_run_id=published.mlflow_run_id,
-        input_uri=spec.landing.features(landing_root, d.isoformat()),
+        input_uri=day_uri(spec, paths, "features", d),
         labelled_date=labelled,
-        labels_uri=spec.landing.labels(landing_root, labelled.isoformat()),
+        labels_uri=day_uri(spec, paths, "labels", labelled),
     )
 
 
 def days_to_monitor(
-    conn: connection, spec: ModelSpec, tables: Tables, landing_root: str, asked: date | None, events: list[date]
+    conn: connection, spec: ModelSpec, tables: Tables, paths: DataPaths, asked: date | None, events: list[date]
 ) -> tuple[list[MonitoredDay], list[date]]:
     """The days a monitoring run looks at, and those of them no event asked for (caught up).
 
@@ -145,5 +163,5 @@ def days_to_monitor(
                 f"{tables.schema}.{tables.scores}: run {spec.name}_scoring for that date first "
                 "(retried, in case its scoring run is still on the way)"
             )
-        out.append(monitored_day(spec, landing_root, published))
+        out.append(monitored_day(spec, paths, published))
     return out, caught_up

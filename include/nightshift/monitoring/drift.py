@@ -49,7 +49,7 @@ def sample_day(storage: Storage, spec: ModelSpec, uri: str, max_rows: int, seed:
     import pyarrow.parquet as pq
 
     rng = np.random.default_rng(seed)
-    columns = spec.feature_names
+    columns = spec.input_names
     with storage.open_input(uri) as f:
         pf = pq.ParquetFile(f)
         total = pf.metadata.num_rows
@@ -70,7 +70,11 @@ def sample_day(storage: Storage, spec: ModelSpec, uri: str, max_rows: int, seed:
 
 
 def frame_for_drift(spec: ModelSpec, df: pd.DataFrame) -> pd.DataFrame:
-    """The spec's features with the types Evidently expects: float numbers, string categories."""
+    """The spec's features (derived ones computed) as Evidently expects them: float numbers, string categories."""
+    from include.nightshift.features import derive
+
+    if any(name not in df.columns for name, _ in spec.derived):
+        df = derive(spec, df)
     out = df[spec.feature_names].copy()
     for f in spec.features:
         if f.type == "category":

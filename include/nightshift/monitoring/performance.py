@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from include.nightshift.errors import DataValidationError
+from include.nightshift.metrics import calibration_error
 from include.nightshift.pg import insert_row
 
 if TYPE_CHECKING:
@@ -28,46 +29,49 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def calibration_error(labels: Any, scores: Any, bins: int = 10) -> float:
-    """Expected calibration error: the row-weighted gap between mean score and positive rate per score decile."""
+def _proba(spec: ModelSpec, class_scores: pd.Series) -> Any:
+    """The (n, k) class probabilities of ``class_scores`` ({class: probability} per row), in classes order."""
     import numpy as np
 
-    y = np.asarray(labels, dtype=float)
-    s = np.asarray(scores, dtype=float)
-    which = np.minimum((s * bins).astype(int), bins - 1)
-    total = 0.0
-    for b in range(bins):
-        mask = which == b
-        if mask.any():
-            total += mask.sum() * abs(s[mask].mean() - y[mask].mean())
-    return float(total / len(y)) if len(y) else 0.0
+    classes = spec.target.classes or ()
+    return np.array([[float((row or {}).get(c, 0.0)) for c in classes] for row in class_scores], dtype=float)
 
 
 def realised_performance(spec: ModelSpec, scores: pd.DataFrame, labels: pd.DataFrame) -> dict[str, float]:
     """Metrics of one day's published scores against the labels that arrived for that day.
 
     Args:
-        scores: The day's rows of ``<model>_scores`` (entity key, ``score``).
+        scores: The day's rows of ``<model>_scores`` (entity key and the outputs of the model's type:
+            ``score``; ``predicted_class``, ``score``, ``class_scores``; or ``prediction``).
         labels: The day's labels (entity key, target).
 
     Raises:
         DataValidationError: Fewer than ``monitoring.min_labelled_rows`` scored rows have a label,
-            or the labels hold a single class.
+            or a binary model's labels hold a single class.
     """
-    from include.nightshift.training import evaluate
+    from include.nightshift.datasets import target_values
+    from include.nightshift.metrics import evaluate_binary, evaluate_multiclass, evaluate_regression
 
-    key, target = spec.entity_key, spec.target.name
-    joined = scores[[key, "score"]].merge(labels[[key, target]].dropna(), on=key, how="inner")
+    key, target, kind = spec.entity_key, spec.target.name, spec.target.type
+    joined = scores.merge(labels[[key, target]].dropna(), on=key, how="inner")
     need = spec.monitoring.min_labelled_rows
     if len(joined) < need:
         raise DataValidationError(
             f"only {len(joined)} scored rows have a label (monitoring.min_labelled_rows is {need})"
         )
-    if joined[target].nunique() < 2:
-        raise DataValidationError(f"labels column {target!r} holds one class only ({joined[target].iloc[0]!r})")
-    metrics = evaluate(joined[target], joined["score"], spec.training.decision_threshold)
-    metrics["calibration_error"] = calibration_error(joined[target], joined["score"])
-    metrics["mean_score"] = float(joined["score"].mean())
+    y = target_values(spec, joined[target])
+    if kind == "regression":
+        metrics = evaluate_regression(y, joined["prediction"])
+        metrics["mean_prediction"] = float(joined["prediction"].mean())
+    elif kind == "multiclass":
+        metrics = evaluate_multiclass(y, _proba(spec, joined["class_scores"]), tuple(spec.target.classes or ()))
+        metrics["mean_score"] = float(joined["score"].mean())
+    else:
+        if y.nunique() < 2:
+            raise DataValidationError(f"labels column {target!r} holds one class only ({y.iloc[0]!r})")
+        metrics = evaluate_binary(y, joined["score"], spec.training.decision_threshold)
+        metrics["calibration_error"] = calibration_error(y, joined["score"])
+        metrics["mean_score"] = float(joined["score"].mean())
     metrics["labelled_rows"] = float(len(joined))
     return metrics
 
@@ -98,26 +102,61 @@ def decay_reasons(spec: ModelSpec, realised: dict[str, float], champion_holdout:
     return reasons
 
 
+METRIC_COLUMNS = (
+    "roc_auc",
+    "pr_auc",
+    "precision",
+    "recall",
+    "brier",
+    "calibration_error",
+    "mean_score",
+    "positive_rate",
+    "accuracy",
+    "f1_macro",
+    "log_loss",
+    "mae",
+    "rmse",
+    "r2",
+    "mape",
+    "mean_prediction",
+    "mean_target",
+)
+
+
 @dataclass(frozen=True)
 class PerformanceRow:
-    """One ``monitoring.performance`` row: a labelled day's realised metrics against the version's holdout."""
+    """One ``monitoring.performance`` row: a labelled day's realised metrics against the version's holdout.
+
+    One column per metric (those of other target types stay NULL): analysts select the metric they
+    chart by name, and the set of metrics is closed (the spec accepts only these names).
+    """
 
     model: str
     score_date: date
     model_version: int
+    target_type: str
     labelled_rows: int
-    roc_auc: float
-    pr_auc: float
-    precision: float
-    recall: float
-    brier: float
-    calibration_error: float
-    mean_score: float
-    positive_rate: float
-    holdout_roc_auc: float | None
+    metrics: dict[str, float]
+    holdout: dict[str, float]
     decayed: bool
     reasons: list[str] = field(default_factory=list)
     dag_run_id: str = ""
+    report_uri: str | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if name in METRIC_COLUMNS:
+            return self.metrics.get(name)
+        raise AttributeError(name)
+
+    @property
+    def holdout_roc_auc(self) -> float | None:
+        return self.holdout.get("roc_auc")
+
+    def as_row(self) -> dict[str, Any]:
+        row = {k: v for k, v in asdict(self).items() if k != "metrics"}
+        row.update({m: self.metrics.get(m) for m in METRIC_COLUMNS})
+        row["holdout_roc_auc"] = self.holdout_roc_auc
+        return row
 
 
 def write_performance(conn: connection, row: PerformanceRow) -> None:
@@ -126,7 +165,7 @@ def write_performance(conn: connection, row: PerformanceRow) -> None:
         cur.execute(
             "DELETE FROM monitoring.performance WHERE model = %s AND score_date = %s", (row.model, row.score_date)
         )
-        insert_row(cur, "monitoring.performance", asdict(row))
+        insert_row(cur, "monitoring.performance", row.as_row())
 
 
 @dataclass(frozen=True)
@@ -143,43 +182,59 @@ class PerformanceCheck:
 
 
 def measure_day(
-    storage: Storage, client: MlflowClient, conn: connection, spec: ModelSpec, day: MonitoredDay, dag_run_id: str
+    storage: Storage,
+    client: MlflowClient,
+    conn: connection,
+    spec: ModelSpec,
+    day: MonitoredDay,
+    dag_run_id: str,
+    reports_root: str | None = None,
 ) -> PerformanceCheck:
     """Realised performance of the day scored ``label_delay_days`` before ``day``, once its labels landed.
 
-    Returns a check with ``skipped`` set when the labels have not landed or that day was never scored.
+    The day is measured as the version that scored it understood it (its contract: type, classes,
+    threshold). With ``reports_root``, Evidently's classification or regression report of the day goes
+    there and into the version's MLflow run. Returns a check with ``skipped`` set when the labels have
+    not landed or that day was never scored.
 
     Raises:
         DataValidationError: too few labelled rows, or a single class (see :func:`realised_performance`).
     """
-    from include.nightshift.monitoring.days import read_day_scores
+    from include.nightshift.contract import load_contract
+    from include.nightshift.monitoring.days import read_day_scores, scoring_version
     from include.nightshift.registry import holdout_metrics
     from include.nightshift.warehouse import Tables
 
     labelled = day.labelled_date
     if not storage.exists(day.labels_uri):
         return PerformanceCheck(labelled, skipped=f"no labels at {day.labels_uri}")
-    scores = read_day_scores(conn, Tables.for_spec(spec), labelled)
-    if scores.empty:
+    version = scoring_version(conn, Tables.for_spec(spec), labelled)
+    if version is None:
         return PerformanceCheck(labelled, skipped="no published scores")
-    labels = storage.read_parquet(day.labels_uri, columns=[spec.entity_key, spec.target.name])
-    realised = realised_performance(spec, scores, labels)
-    version = int(scores["model_version"].iloc[0])
     run_id = client.get_model_version(spec.name, str(version)).run_id
+    vspec = load_contract(client, run_id, spec).apply(spec)
+    scores = read_day_scores(conn, Tables.for_spec(vspec), labelled)
+    labels = storage.read_parquet(day.labels_uri, columns=[vspec.entity_key, vspec.target.name])
+    realised = realised_performance(vspec, scores, labels)
     holdout = holdout_metrics(client, run_id) if run_id else {}
-    reasons = decay_reasons(spec, realised, holdout)
+    reasons = decay_reasons(vspec, realised, holdout)
+    report_uri = None
+    if reports_root and run_id:
+        from include.nightshift.monitoring.reports import publish_performance_report
+
+        report_uri = publish_performance_report(storage, client, vspec, scores, labels, reports_root, labelled, run_id)
     row = PerformanceRow(
         model=spec.name,
         score_date=labelled,
         model_version=version,
+        target_type=vspec.target.type,
         labelled_rows=int(realised["labelled_rows"]),
-        **{k: realised[k] for k in ("roc_auc", "pr_auc", "precision", "recall", "brier", "calibration_error")},
-        mean_score=realised["mean_score"],
-        positive_rate=realised["positive_rate"],
-        holdout_roc_auc=holdout.get("roc_auc"),
+        metrics={k: v for k, v in realised.items() if k in METRIC_COLUMNS},
+        holdout={k: v for k, v in holdout.items() if k in vspec.metrics},
         decayed=bool(reasons),
         reasons=reasons,
         dag_run_id=dag_run_id,
+        report_uri=report_uri,
     )
     write_performance(conn, row)
     return PerformanceCheck(labelled, row=row)

@@ -68,6 +68,23 @@ CREATE TABLE IF NOT EXISTS monitoring.performance (
     computed_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (model, score_date)
 );
+-- Realised metrics of multiclass and regression models, the version's holdout metrics, and the report.
+ALTER TABLE monitoring.performance
+    ADD COLUMN IF NOT EXISTS accuracy double precision,
+    ADD COLUMN IF NOT EXISTS f1_macro double precision,
+    ADD COLUMN IF NOT EXISTS log_loss double precision,
+    ADD COLUMN IF NOT EXISTS mae double precision,
+    ADD COLUMN IF NOT EXISTS rmse double precision,
+    ADD COLUMN IF NOT EXISTS r2 double precision,
+    ADD COLUMN IF NOT EXISTS mape double precision,
+    ADD COLUMN IF NOT EXISTS mean_prediction double precision,
+    ADD COLUMN IF NOT EXISTS mean_target double precision,
+    ADD COLUMN IF NOT EXISTS target_type text NOT NULL DEFAULT 'binary',
+    ADD COLUMN IF NOT EXISTS holdout jsonb NOT NULL DEFAULT '{}',
+    ADD COLUMN IF NOT EXISTS report_uri text;
+COMMENT ON COLUMN monitoring.performance.holdout IS
+    'The model version''s metrics on its training holdout, {metric: value} (what max_decay compares with)';
+COMMENT ON COLUMN monitoring.performance.mape IS 'Mean absolute percentage error as a fraction (0.12 is 12 %)';
 -- A model version is an integer, as in the scores tables (these columns were text before).
 DO $$
 DECLARE t text;

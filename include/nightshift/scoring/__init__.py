@@ -22,7 +22,7 @@ from include.nightshift.scoring.encode import (
     scores_csv,
 )
 from include.nightshift.scoring.inputs import Shard, check_input_schema, inspect_input, plan_shards, read_sample
-from include.nightshift.scoring.rules import row_rules, split_batch
+from include.nightshift.scoring.rules import row_rules, split_batch, with_derived
 from include.nightshift.scoring.run import ScoringRun
 from include.nightshift.scoring.shard import ShardJob, ShardResult, iter_batches, score_shard
 
@@ -47,4 +47,5 @@ __all__ = [
     "scores_binary",
     "scores_csv",
     "split_batch",
+    "with_derived",
 ]

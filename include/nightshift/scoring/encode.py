@@ -1,4 +1,8 @@
-"""Predicting a batch and serialising it for PostgreSQL's COPY (binary for integer keys, else CSV)."""
+"""Predicting a batch and serialising it for PostgreSQL's COPY.
+
+Binary COPY where every row has the same layout (an integer key with a binary model's score and label,
+or a regression's prediction); CSV otherwise (text keys, and the multiclass model's class and JSON).
+"""
 
 from __future__ import annotations
 
@@ -13,11 +17,12 @@ if TYPE_CHECKING:
 
 
 def predict(spec: ModelSpec, model: Any, batch: pa.RecordBatch) -> np.ndarray:
-    """Positive-class probabilities for a batch, with the model input the signature expects."""
-    from include.nightshift.training import model_input
+    """The model's outputs for a batch (see ``pipeline.predict_outputs``), from the input it expects."""
+    from include.nightshift.features import model_input
+    from include.nightshift.pipeline import predict_outputs
 
-    frame = batch.select(spec.feature_names).to_pandas()
-    return model.predict_proba(model_input(spec, frame))[:, 1]
+    frame = batch.select(spec.input_names).to_pandas()
+    return predict_outputs(spec, model, model_input(spec, frame))
 
 
 # PostgreSQL's binary COPY format: a header, then per row a field count and length-prefixed big-endian
@@ -74,3 +79,74 @@ def quarantine_csv(spec: ModelSpec, rows: pa.RecordBatch, rules: pa.Array) -> by
     buf = io.BytesIO()
     pacsv.write_csv(table, buf, pacsv.WriteOptions(include_header=False))
     return buf.getvalue()
+
+
+def prediction_binary(keys: pa.Array, prediction: np.ndarray) -> bytes:
+    """Binary COPY rows ``(bigint key, float8 prediction)`` of a regression."""
+    import numpy as np
+
+    row = np.dtype([("n", ">i2"), ("kl", ">i4"), ("k", ">i8"), ("pl", ">i4"), ("p", ">f8")])
+    out = np.empty(len(prediction), dtype=row)
+    out["n"], out["kl"], out["pl"] = 2, 8, 8
+    out["k"] = keys.to_numpy(zero_copy_only=False)
+    out["p"] = prediction
+    return out.tobytes()
+
+
+def prediction_csv(keys: pa.Array, prediction: np.ndarray) -> bytes:
+    """CSV rows ``key,prediction`` of a regression."""
+    import pyarrow as pa
+
+    return _csv(pa.table({"k": keys, "p": pa.array(prediction, pa.float64())}))
+
+
+def classes_csv(keys: pa.Array, proba: np.ndarray, classes: tuple[str, ...]) -> bytes:
+    """CSV rows ``key,predicted_class,score,class_scores`` of a multiclass model (JSON built per column)."""
+    import json
+
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    best = proba.argmax(axis=1)
+    parts: list[Any] = []
+    for j, label in enumerate(classes):
+        prefix = ("{" if j == 0 else ", ") + json.dumps(label) + ": "
+        parts += [pa.scalar(prefix), pc.cast(pa.array(proba[:, j], pa.float64()), pa.string())]
+    parts.append(pa.scalar("}"))
+    scores = pc.binary_join_element_wise(*parts, pa.scalar(""))
+    table = pa.table(
+        {
+            "k": keys,
+            "c": pa.array(np.asarray(classes, dtype=object)[best], pa.string()),
+            "s": pa.array(proba[np.arange(len(best)), best], pa.float64()),
+            "j": scores,
+        }
+    )
+    return _csv(table)
+
+
+def _csv(table: pa.Table) -> bytes:
+    import pyarrow.csv as pacsv
+
+    buf = io.BytesIO()
+    pacsv.write_csv(table, buf, pacsv.WriteOptions(include_header=False, quoting_style="needed"))
+    return buf.getvalue()
+
+
+def encoder(spec: ModelSpec, binary: bool) -> Any:
+    """``encode(keys, outputs) -> bytes`` for the spec's target type; ``binary`` COPY or CSV."""
+    kind = spec.target.type
+    if kind == "multiclass":
+        return lambda keys, proba: classes_csv(keys, proba, tuple(spec.target.classes or ()))
+    if kind == "regression":
+        return prediction_binary if binary else prediction_csv
+    threshold = spec.training.decision_threshold
+    if binary:
+        return lambda keys, scores: scores_binary(keys, scores, threshold)
+    return lambda keys, scores: scores_csv(keys, scores, threshold)
+
+
+def binary_copy(spec: ModelSpec, key_type: str) -> bool:
+    """Whether the day is loaded with binary COPY (integer keys and fixed-size outputs)."""
+    return key_type == "bigint" and spec.target.type != "multiclass"

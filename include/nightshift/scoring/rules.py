@@ -79,3 +79,17 @@ def split_batch(
     if not pc.any(bad).as_py():
         return batch, None, None
     return batch.filter(pc.invert(bad)), batch.filter(bad), rule_of.filter(bad)
+
+
+def with_derived(spec: ModelSpec, batch: pa.RecordBatch) -> pa.RecordBatch:
+    """``batch`` with the spec's derived features added, so that their rules apply row by row too."""
+    if not spec.derived:
+        return batch
+    import pyarrow as pa
+
+    from include.nightshift.features import derive
+
+    frame = derive(spec, batch.to_pandas())
+    for name, _ in spec.derived:
+        batch = batch.append_column(name, pa.array(frame[name], from_pandas=True))
+    return batch

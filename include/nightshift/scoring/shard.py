@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from include.nightshift.scoring import encode
-from include.nightshift.scoring.rules import row_rules, split_batch
+from include.nightshift.scoring.rules import row_rules, split_batch, with_derived
 from include.nightshift.warehouse import staging
 
 if TYPE_CHECKING:
@@ -119,7 +119,7 @@ class _Producer:
         self.chunks: queue.Queue[Chunk] = queue.Queue(maxsize=4)
         self.stop = threading.Event()
         self.failure: list[BaseException] = []
-        self.binary = job.tables.key_type == "bigint"
+        self.binary = encode.binary_copy(job.spec, job.tables.key_type)
         self.q_table = ""
 
     def put(self, item: Chunk) -> None:
@@ -143,9 +143,9 @@ class _Producer:
 
     def run(self) -> None:
         job, spec = self.job, self.job.spec
-        serialise = encode.scores_binary if self.binary else encode.scores_csv
+        serialise = encode.encoder(spec, self.binary)
         rules = row_rules(spec)
-        columns = [spec.entity_key, *spec.feature_names]
+        columns = [spec.entity_key, *spec.input_names]
         try:
             if self.binary:
                 self.put(encode.COPY_BINARY_HEADER)
@@ -154,13 +154,13 @@ class _Producer:
                 if self.stop.is_set():
                     return
                 self.result.input_rows += batch.num_rows
-                good, bad, bad_rules = split_batch(batch, rules)
+                good, bad, bad_rules = split_batch(with_derived(spec, batch), rules)
                 if bad is not None and bad_rules is not None:
                     self._quarantine(bad, bad_rules, counts)
                 if good.num_rows:
                     scores = encode.predict(spec, job.model, good)
                     self.result.scored_rows += good.num_rows
-                    self.put(serialise(good.column(spec.entity_key), scores, spec.training.decision_threshold))
+                    self.put(serialise(good.column(spec.entity_key), scores))
                 if self.heartbeat is not None:
                     self.heartbeat()
             self.result.quarantined = dict(counts)

@@ -80,7 +80,12 @@ def _context() -> Any:
 
 
 def validate_frame(spec: ModelSpec, stage: Stage, frame: pd.DataFrame, gx_dir: Path = GX_DIR) -> ValidationReport:
-    """Validate ``frame`` (every row of a stage, with ``source_file``) with the stage's suite."""
+    """Validate ``frame`` (every row of a stage, with ``source_file``) with the stage's suite.
+
+    The training set and the scoring input get the derived features first, so their rules are checked
+    like any other feature's; labels are checked in the form the model trains on.
+    """
+    frame = prepare(spec, stage, frame)
     context = _context()
     suite = build_suite(spec, stage, gx_dir)
     batch = (
@@ -91,6 +96,19 @@ def validate_frame(spec: ModelSpec, stage: Stage, frame: pd.DataFrame, gx_dir: P
     )
     result = batch.validate(suite, result_format=result_format())
     return ValidationReport(suite_name(spec, stage), len(frame), result.describe_dict())
+
+
+def prepare(spec: ModelSpec, stage: Stage, frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame as the suite of ``stage`` sees it: derived features added, labels as the model uses them."""
+    from include.nightshift.datasets import target_values
+    from include.nightshift.features import derive
+
+    if stage in ("training_set", "scoring_input"):
+        frame = derive(spec, frame)
+    target = spec.target.name
+    if stage in ("raw_labels", "training_set") and spec.target.type == "multiclass" and target in frame:
+        frame = frame.assign(**{target: target_values(spec, frame[target].dropna()).reindex(frame.index)})
+    return frame
 
 
 def validate_table(

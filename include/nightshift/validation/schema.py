@@ -47,12 +47,15 @@ def _arrow_kind(t: pa.DataType) -> str:
     return str(t)
 
 
+LABEL_KINDS = {"binary": {"int", "bool", "float"}, "multiclass": {"string", "int"}, "regression": {"int", "float"}}
+
+
 def expected_columns(spec: ModelSpec, stage: str) -> dict[str, set[str]]:
-    """Column -> the Arrow kinds accepted for it in landing files of ``stage``."""
+    """Column -> the Arrow kinds accepted for it in landing files of ``stage`` (derived features are not landed)."""
     if stage == "raw_labels":
-        return {spec.entity_key: {"int", "string"}, spec.target.name: {"int", "bool", "float"}}
+        return {spec.entity_key: {"int", "string"}, spec.target.name: LABEL_KINDS[spec.target.type]}
     cols = {spec.entity_key: {"int", "string"}}
-    for f in spec.features:
+    for f in spec.input_features:
         # An all-null column of a nullable feature is typed null by writers that cannot infer.
         kinds = {"int"} if f.type == "int" else {"int", "float"} if f.type == "float" else {"string"}
         cols[f.name] = (

@@ -31,8 +31,39 @@ GX_DIR = Path(__file__).resolve().parents[3] / "great_expectations"
 NUMBER_TYPES = ["int8", "int16", "int32", "int64", "float32", "float64", "Int64", "Float64"]
 
 
+FINITE = {"min_value": -1.7976931348623157e308, "max_value": 1.7976931348623157e308}
+
+
+def _output_columns(spec: ModelSpec) -> list[dict[str, Any]]:
+    """The scored columns of the model's type: probabilities in 0..1, labels and classes it can give."""
+    kind = spec.target.type
+    probability = {
+        "type": "expect_column_values_to_be_between",
+        "kwargs": {"column": "score", "min_value": 0, "max_value": 1},
+    }
+    if kind == "regression":
+        return [
+            {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "prediction"}},
+            {"type": "expect_column_values_to_be_between", "kwargs": {"column": "prediction", **FINITE}},
+        ]
+    if kind == "multiclass":
+        classes = list(spec.target.classes or ())
+        return [
+            probability,
+            {
+                "type": "expect_column_values_to_be_in_set",
+                "kwargs": {"column": "predicted_class", "value_set": classes},
+            },
+            {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "class_scores"}},
+        ]
+    return [
+        probability,
+        {"type": "expect_column_values_to_be_in_set", "kwargs": {"column": "predicted_label", "value_set": [0, 1]}},
+    ]
+
+
 def output_expectations(spec: ModelSpec, expected: dict[str, Any]) -> list[dict[str, Any]]:
-    """What the loaded day must look like: every valid input row once, probabilities, one model version.
+    """What the loaded day must look like: every valid input row once, the type's outputs, one model version.
 
     Args:
         expected: ``rows`` (valid input rows), ``model_version`` and ``dag_run_id`` of the run.
@@ -42,8 +73,7 @@ def output_expectations(spec: ModelSpec, expected: dict[str, Any]) -> list[dict[
         {"type": "expect_table_row_count_to_equal", "kwargs": {"value": int(expected["rows"])}},
         {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": key}},
         {"type": "expect_column_values_to_be_unique", "kwargs": {"column": key}},
-        {"type": "expect_column_values_to_be_between", "kwargs": {"column": "score", "min_value": 0, "max_value": 1}},
-        {"type": "expect_column_values_to_be_in_set", "kwargs": {"column": "predicted_label", "value_set": [0, 1]}},
+        *_output_columns(spec),
         {
             "type": "expect_column_distinct_values_to_equal_set",
             "kwargs": {"column": "model_version", "value_set": [int(expected["model_version"])]},
@@ -73,6 +103,29 @@ def _feature_expectations(f: Feature, tolerance: float) -> list[dict[str, Any]]:
     return exps
 
 
+def label_expectations(spec: ModelSpec) -> list[dict[str, Any]]:
+    """The labels: present, and 0/1, one of ``target.classes``, or a finite number within ``target.min/max``."""
+    t = spec.target
+    exps: list[dict[str, Any]] = [{"type": "expect_column_values_to_not_be_null", "kwargs": {"column": t.name}}]
+    if t.type == "binary":
+        return [*exps, {"type": "expect_column_values_to_be_in_set", "kwargs": {"column": t.name, "value_set": [0, 1]}}]
+    if t.type == "multiclass":
+        classes = list(t.classes or ())
+        return [
+            *exps,
+            {"type": "expect_column_values_to_be_in_set", "kwargs": {"column": t.name, "value_set": classes}},
+        ]
+    bounds = {
+        "min_value": FINITE["min_value"] if t.min is None else t.min,
+        "max_value": FINITE["max_value"] if t.max is None else t.max,
+    }
+    return [
+        *exps,
+        {"type": "expect_column_values_to_be_in_type_list", "kwargs": {"column": t.name, "type_list": NUMBER_TYPES}},
+        {"type": "expect_column_values_to_be_between", "kwargs": {"column": t.name, **bounds}},
+    ]
+
+
 def derived_expectations(
     spec: ModelSpec, stage: str, min_rows: int = 1, expected: dict[str, Any] | None = None
 ) -> list[dict[str, Any]]:
@@ -88,15 +141,13 @@ def derived_expectations(
         {"type": "expect_compound_columns_to_be_unique", "kwargs": {"column_list": [key, DATE_COLUMN]}},
     ]
     if stage in ("raw_labels", "training_set"):
-        exps += [
-            {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": target}},
-            {"type": "expect_column_values_to_be_in_set", "kwargs": {"column": target, "value_set": [0, 1]}},
-        ]
+        exps += label_expectations(spec)
     if stage == "raw_labels":
         return exps
-    for f in spec.features:
+    # Derived features are computed (and checked like the others) from the training set on.
+    for f in spec.input_features if stage == "raw_features" else spec.features:
         exps += _feature_expectations(f, tolerance)
-    if stage == "training_set":
+    if stage == "training_set" and spec.target.type == "binary":
         exps.append(
             {
                 "type": "expect_column_mean_to_be_between",

@@ -25,11 +25,12 @@ from include.nightshift.warehouse.staging import (
     duplicate_keys_error,
     staging_tables,
 )
-from include.nightshift.warehouse.tables import COPY_COLUMNS, QUARANTINE_COLUMNS, SCORE_COLUMNS, Tables
+from include.nightshift.warehouse.tables import COPY_COLUMNS, OUTPUT_COLUMNS, QUARANTINE_COLUMNS, SCORE_COLUMNS, Tables
 
 __all__ = [
     "ANALYST_ROLE",
     "COPY_COLUMNS",
+    "OUTPUT_COLUMNS",
     "QUARANTINE_COLUMNS",
     "SCORE_COLUMNS",
     "STAGING_COMMENT",

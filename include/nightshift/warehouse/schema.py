@@ -11,10 +11,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from include.nightshift.errors import DataValidationError
 from include.nightshift.pg import ANALYST_ROLE, partitions, role_exists, sql
 from include.nightshift.spec import check_safe_name
 from include.nightshift.warehouse import lease
-from include.nightshift.warehouse.tables import QUARANTINE_COLUMNS, SCORE_COLUMNS, Tables, columns_ddl
+from include.nightshift.warehouse.tables import QUARANTINE_COLUMNS, Tables, columns_ddl
 
 if TYPE_CHECKING:
     from datetime import date
@@ -71,7 +72,7 @@ def _comments(spec: ModelSpec, t: Tables) -> list[Any]:
     ]
     comments += [
         s.SQL("COMMENT ON COLUMN {}.{} IS {}").format(scores, s.Identifier(n), s.Literal(c))
-        for n, _, c in SCORE_COLUMNS
+        for n, _, c in t.score_columns
     ]
     return comments
 
@@ -88,11 +89,34 @@ def ensure_tables(conn: connection, spec: ModelSpec) -> Tables:
     with conn, conn.cursor() as cur:
         # Two first runs of new models may race on CREATE ... IF NOT EXISTS; serialise them.
         cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (DDL_LOCK,))
-        for statement in [*_tables_ddl(t), *_comments(spec, t)]:
+        for statement in _tables_ddl(t):
+            cur.execute(statement)
+        _check_columns(cur, t)
+        for statement in _comments(spec, t):
             cur.execute(statement)
         if role_exists(cur, ANALYST_ROLE):
             _grant_analyst(cur, t)
     return t
+
+
+def _check_columns(cur: cursor, t: Tables) -> None:
+    """An existing scores table must have the columns of the model's type (a changed type is not migrated).
+
+    Raises:
+        DataValidationError: naming the table, the columns it lacks and what to do.
+    """
+    cur.execute(
+        "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attnum > 0 AND NOT attisdropped",
+        (f'"{t.schema}"."{t.scores}"',),
+    )
+    present = {name for (name,) in cur.fetchall()}
+    missing = [name for name, _, _ in t.score_columns if name not in present]
+    if missing:
+        raise DataValidationError(
+            f"{t.schema}.{t.scores} exists without the column(s) {', '.join(missing)} of a {t.target_type} model: "
+            f"the model's target type changed since the table was created. Give the model a new name (or a new "
+            f"scoring.schema), or drop the old table after keeping what you need."
+        )
 
 
 def partition_days(conn: connection, tables: Tables) -> list[date]:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from include.nightshift.errors import DataValidationError
 from include.nightshift.pg import sql
-from include.nightshift.warehouse.tables import CONSTANT_COLUMNS, COPY_COLUMNS, Tables, columns_ddl
+from include.nightshift.warehouse.tables import CONSTANT_COLUMNS, Tables, columns_ddl
 
 if TYPE_CHECKING:
     from datetime import date
@@ -80,7 +80,7 @@ def _set_defaults(cur: cursor, ident: Any, defaults: dict[str, Any]) -> None:
 def create_scores_staging(cur: cursor, tables: Tables, consts: Constants, shard: int) -> str:
     """(Re-)create one shard's scores staging table in the current transaction; returns its name.
 
-    Columns that are the same for the whole day get defaults, so COPY sends only key, score, label.
+    Columns that are the same for the whole day get defaults, so COPY sends only the key and the outputs.
     """
     s = sql()
     name = tables.staging(consts.day, consts.dag_run_id, f"s{shard}")
@@ -126,7 +126,7 @@ def create_quarantine_staging(cur: cursor, tables: Tables, consts: Constants, sh
 
 def copy_scores_sql(tables: Tables, staging: str, binary: bool) -> Any:
     s = sql()
-    cols = s.SQL(", ").join(s.Identifier(c) for c in (tables.key, *COPY_COLUMNS))
+    cols = s.SQL(", ").join(s.Identifier(c) for c in tables.copy_columns)
     # FREEZE: the table was created in this transaction, so rows can be written frozen (no later
     # hint-bit rewrite or anti-wraparound vacuum of a freshly loaded day).
     return s.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT {}, FREEZE)").format(

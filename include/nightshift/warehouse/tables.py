@@ -27,19 +27,33 @@ if TYPE_CHECKING:
 
     from include.nightshift.spec import ModelSpec
 
-# The published columns after the entity key: (name, type, comment).
-SCORE_COLUMNS: tuple[tuple[str, str, str], ...] = (
-    ("score_date", "date NOT NULL", "The day of the features that were scored (the partition key)."),
-    ("score", "double precision NOT NULL", "Predicted probability of the positive class, 0 to 1."),
-    ("predicted_label", "smallint NOT NULL", "1 when score >= the spec's decision_threshold, else 0."),
+Column = tuple[str, str, str]  # (name, type, comment)
+
+# What a model of each target type writes per row, after the entity key and score_date. These are
+# loaded by COPY; every other column is the same for the whole day and comes from a default.
+OUTPUT_COLUMNS: dict[str, tuple[Column, ...]] = {
+    "binary": (
+        ("score", "double precision NOT NULL", "Predicted probability of the positive class, 0 to 1."),
+        ("predicted_label", "smallint NOT NULL", "1 when score >= the spec's decision_threshold, else 0."),
+    ),
+    "multiclass": (
+        ("predicted_class", "text NOT NULL", "The most probable class (one of the spec's target.classes)."),
+        ("score", "double precision NOT NULL", "Probability of predicted_class, 0 to 1."),
+        ("class_scores", "jsonb NOT NULL", "Probability of every class: {class: probability}."),
+    ),
+    "regression": (("prediction", "double precision NOT NULL", "The predicted value of the target."),),
+}
+LINEAGE_COLUMNS: tuple[Column, ...] = (
     ("model_name", "text NOT NULL", "Registered MLflow model name."),
     ("model_version", "integer NOT NULL", "MLflow model version that held @champion when the run started."),
     ("mlflow_run_id", "text NOT NULL", "MLflow run that trained that version."),
     ("dag_run_id", "text NOT NULL", "Airflow DAG run that wrote this day."),
     ("scored_at", "timestamptz NOT NULL", "When the rows were loaded."),
 )
-# Loaded per row by COPY; every other column is the same for the whole day and comes from a default.
-COPY_COLUMNS = ("score", "predicted_label")
+DATE_COLUMN: Column = ("score_date", "date NOT NULL", "The day of the features that were scored (the partition key).")
+# The binary model's columns after the entity key, as they always were.
+SCORE_COLUMNS: tuple[Column, ...] = (DATE_COLUMN, *OUTPUT_COLUMNS["binary"], *LINEAGE_COLUMNS)
+COPY_COLUMNS = tuple(c[0] for c in OUTPUT_COLUMNS["binary"])
 # The columns whose staging default is the day's constant (dropped once the day is assembled).
 CONSTANT_COLUMNS = ("score_date", "model_name", "model_version", "mlflow_run_id", "dag_run_id", "scored_at")
 QUARANTINE_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -60,16 +74,33 @@ class Tables:
     schema: str
     key: str
     key_type: str
+    target_type: str = "binary"
 
     def __post_init__(self) -> None:
         for what, value in (("model name", self.model), ("scoring.schema", self.schema), ("entity_key", self.key)):
             check_safe_name(value, what)
         if self.key_type not in ("bigint", "text"):
             raise ValueError(f"scoring.entity_key_type {self.key_type!r} is not one of bigint, text")
+        if self.target_type not in OUTPUT_COLUMNS:
+            raise ValueError(f"target.type {self.target_type!r} is not one of {', '.join(OUTPUT_COLUMNS)}")
 
     @classmethod
     def for_spec(cls, spec: ModelSpec) -> Tables:
-        return cls(spec.name, spec.scoring.schema_name, spec.entity_key, spec.scoring.entity_key_type)
+        return cls(spec.name, spec.scoring.schema_name, spec.entity_key, spec.scoring.entity_key_type, spec.target.type)
+
+    @property
+    def output_columns(self) -> tuple[Column, ...]:
+        return OUTPUT_COLUMNS[self.target_type]
+
+    @property
+    def score_columns(self) -> tuple[Column, ...]:
+        """The published columns after the entity key."""
+        return (DATE_COLUMN, *self.output_columns, *LINEAGE_COLUMNS)
+
+    @property
+    def copy_columns(self) -> tuple[str, ...]:
+        """The columns COPY loads per row: the entity key and the outputs."""
+        return (self.key, *(c[0] for c in self.output_columns))
 
     @property
     def staging_schema(self) -> str:
@@ -116,5 +147,5 @@ def columns_ddl(t: Tables) -> Any:
     """The scores table's column list: the entity key, then :data:`SCORE_COLUMNS`."""
     s = sql()
     cols = [s.SQL("{} {} NOT NULL").format(s.Identifier(t.key), s.SQL(t.key_type))]
-    cols += [s.SQL("{} {}").format(s.Identifier(n), s.SQL(ty)) for n, ty, _ in SCORE_COLUMNS]
+    cols += [s.SQL("{} {}").format(s.Identifier(n), s.SQL(ty)) for n, ty, _ in t.score_columns]
     return s.SQL(", ").join(cols)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from nightshift_airflow.factory.common import (
     LANDING_ROOT,
     REPORTS_ROOT,
+    WORK_ROOT,
     model_dag,
     optional_date,
     retraining_asset,
@@ -49,11 +50,14 @@ def monitoring_dag(spec: ModelSpec) -> DAG:
     schedule = [scores_asset(spec.name)]
     with model_dag(spec, "monitoring", description, doc, params, max_active_runs=1, schedule=schedule) as dag:
         m = spec.name
-        resolve = ResolveMonitoringRunOperator(task_id="resolve_run", model=m, landing_root=LANDING_ROOT)
-        drift = CheckDriftOperator.partial(task_id="drift", model=m, reports_root=REPORTS_ROOT).expand(
+        roots = {"landing_root": LANDING_ROOT, "work_root": WORK_ROOT}
+        resolve = ResolveMonitoringRunOperator(task_id="resolve_run", model=m, **roots)
+        drift = CheckDriftOperator.partial(task_id="drift", model=m, reports_root=REPORTS_ROOT, **roots).expand(
             day=resolve.output
         )
-        performance = RealisedPerformanceOperator.partial(task_id="performance", model=m).expand(day=resolve.output)
+        performance = RealisedPerformanceOperator.partial(
+            task_id="performance", model=m, reports_root=REPORTS_ROOT, **roots
+        ).expand(day=resolve.output)
         request = RequestRetrainingOperator(
             task_id="request_retraining",
             model=m,

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from airflow.sdk import XComArg
 from airflow.sdk.definitions.deadline import AsyncCallback, DeadlineAlert, DeadlineReference
 
+from include.nightshift.sources import needs_landing
 from nightshift_airflow.factory.common import (
     LANDING_ROOT,
     SCORING_POOL,
@@ -18,6 +19,7 @@ from nightshift_airflow.factory.common import (
 )
 from nightshift_airflow.factory.docs import SCORING_DOC
 from nightshift_airflow.notifiers import scores_deadline_missed
+from nightshift_airflow.operators.landing import LandScoringDayOperator
 from nightshift_airflow.operators.scoring import (
     AssembleScoresOperator,
     PublishScoresOperator,
@@ -48,7 +50,9 @@ def scores_deadline(spec: ModelSpec) -> DeadlineAlert | None:
 
 def _scoring_tasks(spec: ModelSpec) -> None:
     m = spec.name
-    resolve = ResolveScoringRunOperator(task_id="resolve_run", model=m, landing_root=LANDING_ROOT)
+    resolve = ResolveScoringRunOperator(task_id="resolve_run", model=m, landing_root=LANDING_ROOT, work_root=WORK_ROOT)
+    if needs_landing(spec):  # CSV files and SQL queries become the day's Parquet first
+        LandScoringDayOperator(task_id="land", model=m, landing_root=LANDING_ROOT, work_root=WORK_ROOT) >> resolve
     run = XComArg(resolve, key="run")
     check_input = ValidateScoringInputOperator(task_id="validate_input", model=m, resolved=run, work_root=WORK_ROOT)
     score = ScoreShardOperator.partial(task_id="score", model=m, resolved=run, pool=SCORING_POOL).expand(

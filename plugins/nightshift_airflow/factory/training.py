@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from airflow.sdk import DAG, AssetOrTimeSchedule, Param, XComArg
 
-from include.nightshift.spec import ALGORITHMS
+from include.nightshift.sources import needs_landing
 from nightshift_airflow.factory.common import (
     LANDING_ROOT,
     TRAINING_POOL,
@@ -19,6 +19,7 @@ from nightshift_airflow.factory.common import (
     retraining_asset,
 )
 from nightshift_airflow.factory.docs import TRAINING_DOC
+from nightshift_airflow.operators.landing import LandWindowOperator
 from nightshift_airflow.operators.promotion import ApprovePromotionOperator, PromoteChampionOperator
 from nightshift_airflow.operators.training import (
     BuildTrainingSetOperator,
@@ -47,7 +48,7 @@ def training_params(spec: ModelSpec) -> dict[str, Param]:
         "algorithm": Param(
             spec.training.algorithm,
             type="string",
-            enum=list(ALGORITHMS),
+            enum=spec.training_algorithms(),
             title="Algorithm",
             description="Override the spec's algorithm for this run only.",
         ),
@@ -126,6 +127,11 @@ def _training_tasks(spec: ModelSpec) -> None:
         evaluation=evaluate.output,
         version=register.output,
     )
+    if needs_landing(spec):  # CSV files and SQL queries become Parquet first, a file per day and kind
+        land = LandWindowOperator(
+            task_id="land", model=m, resolved=resolve.output, landing_root=LANDING_ROOT, work_root=WORK_ROOT
+        )
+        resolve >> land >> list(raw.values())
     resolve >> list(raw.values()) >> build >> checked >> train
     train >> evaluate >> register >> gate
     _promotion(spec, gate)

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
     from psycopg2.extensions import connection
 
+    from include.nightshift.sources import DataPaths
     from include.nightshift.spec import ModelSpec
     from include.nightshift.storage import Storage
     from nightshift_airflow.hooks import MlflowHook, WarehouseHook
@@ -51,6 +52,24 @@ def run_date(context: Context) -> date:
     """The date a run is for: its logical date, or when it was triggered if it has none."""
     when = context.get("logical_date") or context["dag_run"].run_after
     return when.date()
+
+
+class DataOperator:
+    """A mixin for operators that read the model's data: where it lands and where runs keep their files.
+
+    Args:
+        landing_root: Root URI of the landing partitions (templated).
+        work_root: Root URI of the runs' files, landed CSV and SQL data among them (templated).
+    """
+
+    landing_root: str
+    work_root: str | None
+
+    @property
+    def paths(self) -> DataPaths:
+        from include.nightshift.sources import DataPaths
+
+        return DataPaths(self.landing_root, self.work_root or "")
 
 
 class NightshiftOperator(BaseOperator):
@@ -115,9 +134,19 @@ class NightshiftOperator(BaseOperator):
 
         return storage_from_connection(self.aws_conn_id)
 
+    def contract_spec(self, mlflow_run_id: str | None) -> ModelSpec:
+        """The spec as the model version trained in ``mlflow_run_id`` sees it (its contract applied)."""
+        from include.nightshift.contract import load_contract
+
+        return load_contract(self.mlflow, mlflow_run_id, self.spec).apply(self.spec)
+
+    def effective_spec(self) -> ModelSpec:
+        """The spec ``run`` works with: the file's, or (tasks working with a model version) the version's."""
+        return self.spec
+
     def execute(self, context: Context) -> Any:
         with final_on_bad_input():
-            return self.run(context, self.spec)
+            return self.run(context, self.effective_spec())
 
     def run(self, context: Context, spec: ModelSpec) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -7,12 +7,13 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from nightshift_airflow.links import DriftReportLink
-from nightshift_airflow.operators.base import NightshiftOperator
+from nightshift_airflow.operators.base import DataOperator, NightshiftOperator
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from include.nightshift.monitoring import MonitoredDay
+    from include.nightshift.sources import Kind
     from include.nightshift.spec import ModelSpec
 
 
@@ -27,7 +28,7 @@ def event_dates(context: Context) -> list[date]:
     return sorted(days)
 
 
-class ResolveMonitoringRunOperator(NightshiftOperator):
+class ResolveMonitoringRunOperator(DataOperator, NightshiftOperator):
     """Decide which published days this run monitors and return one entry per day (the next tasks map over it).
 
     The days are: the ``score_date`` param when given; else the days of the ``<model>_scores``
@@ -36,13 +37,15 @@ class ResolveMonitoringRunOperator(NightshiftOperator):
 
     Args:
         landing_root: Root URI of the landing partitions (templated).
+        work_root: Root URI of the runs' files (where CSV and SQL sources are landed) (templated).
     """
 
-    template_fields = ("model", "landing_root")
+    template_fields = ("model", "landing_root", "work_root")
 
-    def __init__(self, *, landing_root: str, **kwargs: Any) -> None:
+    def __init__(self, *, landing_root: str, work_root: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.landing_root = landing_root
+        self.work_root = work_root
 
     def run(self, context: Context, spec: ModelSpec) -> list[dict[str, Any]]:
         from include.nightshift import monitoring, warehouse
@@ -56,27 +59,42 @@ class ResolveMonitoringRunOperator(NightshiftOperator):
         with self.warehouse() as conn:
             tables = warehouse.ensure_tables(conn, spec)
             monitoring.ensure_schema(conn)
-            days, caught_up = monitoring.days_to_monitor(
-                conn, spec, tables, self.landing_root, asked, event_dates(context)
-            )
+            days, caught_up = monitoring.days_to_monitor(conn, spec, tables, self.paths, asked, event_dates(context))
         if caught_up:
             self.log.info("also monitoring published days not monitored yet: %s", caught_up)
         self.log.info("monitoring %s for %s", spec.name, ", ".join(d.score_date.isoformat() for d in days))
         return [d.as_dict() for d in days]
 
 
-class _DayOperator(NightshiftOperator):
-    """What the mapped per-day tasks share: the day they look at.
+class _DayOperator(DataOperator, NightshiftOperator):
+    """What the mapped per-day tasks share: the day they look at, and where its data is.
 
     Args:
         day: One entry returned by ``ResolveMonitoringRunOperator`` (templated; mapped).
+        landing_root: Root URI of the landing partitions (templated).
+        work_root: Root URI of the runs' files (where CSV and SQL sources are landed) (templated).
+        reports_root: Root URI of the reports (templated).
     """
 
     ui_color = "#fde9d9"
 
-    def __init__(self, *, day: Any, **kwargs: Any) -> None:
+    def __init__(self, *, day: Any, landing_root: str, work_root: str, reports_root: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.day = day
+        self.landing_root = landing_root
+        self.work_root = work_root
+        self.reports_root = reports_root
+
+    def land(self, spec: ModelSpec, kind: Kind, day: date) -> int | None:
+        """Land the day's ``kind`` for CSV and SQL sources (rows landed); None for Parquet sources."""
+        from include.nightshift import sources
+        from nightshift_airflow.hooks import source_connection
+
+        if not sources.needs_landing(spec):
+            return None
+        conn_id = spec.landing.conn_id
+        connect = (lambda: source_connection(str(conn_id))) if conn_id else None
+        return sources.land_day(self.storage, spec, self.paths, kind, day, connect).rows
 
     @cached_property
     def monitored(self) -> MonitoredDay:
@@ -92,21 +110,21 @@ class CheckDriftOperator(_DayOperator):
     the MLflow run of that version, and the per-feature verdicts and a summary row into
     ``monitoring.drift_features`` / ``monitoring.drift_runs`` (replacing the day's earlier rows).
 
-    Args:
-        reports_root: Root URI of the reports (templated).
+    The day is compared as the version that scored it sees it (its contract's features).
     """
 
-    template_fields = ("model", "day", "reports_root")
+    template_fields = ("model", "day", "landing_root", "work_root", "reports_root")
     operator_extra_links = (DriftReportLink(),)
 
-    def __init__(self, *, reports_root: str, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.reports_root = reports_root
+    def effective_spec(self) -> ModelSpec:
+        return self.contract_spec(self.monitored.mlflow_run_id)
 
     def run(self, context: Context, spec: ModelSpec) -> dict[str, Any]:
         from include.nightshift.monitoring import check_day
 
         day = self.monitored
+        if not self.storage.exists(day.input_uri):  # landed data cleaned up since it was scored: land it again
+            self.land(spec, "features", day.score_date)
         with self.warehouse() as conn:
             check = check_day(self.storage, self.mlflow, conn, spec, day, self.reports_root, context["run_id"])
         run_url = self.mlflow_hook.run_url(check.experiment_id, day.mlflow_run_id)
@@ -152,32 +170,40 @@ class RealisedPerformanceOperator(_DayOperator):
     Skips (returns ``skipped``) when the labels or the scores of that day are not there.
     """
 
-    template_fields = ("model", "day")
+    template_fields = ("model", "day", "landing_root", "work_root", "reports_root")
 
     def run(self, context: Context, spec: ModelSpec) -> dict[str, Any]:
         from include.nightshift.monitoring import measure_day
 
+        day = self.monitored
+        labelled = day.labelled_date.isoformat()
+        if self.land(spec, "labels", day.labelled_date) == 0:
+            self.log.info("no labels of %s in the source yet: nothing to measure", labelled)
+            return {"score_date": labelled, "skipped": "no labels in the source yet", "retrain": False}
         with self.warehouse() as conn:
-            check = measure_day(self.storage, self.mlflow, conn, spec, self.monitored, context["run_id"])
-        labelled = check.labelled_date.isoformat()
+            check = measure_day(self.storage, self.mlflow, conn, spec, day, context["run_id"], self.reports_root)
         if check.row is None:
             self.log.info("no realised performance for %s: %s", labelled, check.skipped)
             return {"score_date": labelled, "skipped": check.skipped, "retrain": False}
         row = check.row
+        headline = spec.headline_metric
+        holdout = row.holdout.get(headline)
         self.log.info(
-            "%s scores of %s against %d labels: roc_auc %.4f (holdout %.4f), precision %.3f, recall %.3f, "
-            "calibration error %.4f%s",
+            "%s scores of %s against %d labels: %s%s",
             spec.name,
             labelled,
             row.labelled_rows,
-            row.roc_auc,
-            row.holdout_roc_auc if row.holdout_roc_auc is not None else float("nan"),
-            row.precision,
-            row.recall,
-            row.calibration_error,
-            "; DECAY: " + "; ".join(row.reasons) if row.reasons else "",
+            ", ".join(f"{k} {v:.4f}" for k, v in row.metrics.items() if k != "labelled_rows"),
+            f" (holdout {headline} {holdout:.4f})" if holdout is not None else "",
         )
-        return {"score_date": labelled, "roc_auc": row.roc_auc, "reasons": row.reasons, "retrain": bool(row.reasons)}
+        if row.reasons:
+            self.log.info("DECAY: %s", "; ".join(row.reasons))
+        return {
+            "score_date": labelled,
+            headline: row.metrics.get(headline),
+            "reasons": row.reasons,
+            "retrain": bool(row.reasons),
+        }
 
 
 class RequestRetrainingOperator(NightshiftOperator):

@@ -7,7 +7,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from nightshift_airflow.links import MlflowModelVersionLink
-from nightshift_airflow.operators.base import NightshiftOperator, run_date
+from nightshift_airflow.operators.base import DataOperator, NightshiftOperator, run_date
 
 if TYPE_CHECKING:
     from datetime import date
@@ -37,35 +37,42 @@ def score_date(context: Context) -> date:
         raise ParamsError(f"param 'run_date' must be a date YYYY-MM-DD, got {value!r}") from None
 
 
-class ResolveScoringRunOperator(NightshiftOperator):
-    """Pin ``@champion``, check the day's input, create the tables, and claim the score date.
+class ResolveScoringRunOperator(DataOperator, NightshiftOperator):
+    """Pin ``@champion``, check the day's input against its contract, create the tables, claim the date.
 
     Returns the day's shards (the scoring task is mapped over them) and pushes the run's facts
     (date, input, pinned model version) to XCom key ``run``. Fails at once (no retry) when the
-    model has no ``@champion`` or the day's file is missing, empty or has the wrong columns;
-    retries while another live run is writing the same date.
+    model has no ``@champion``, or the day's file is missing, empty, or lacks what the champion's
+    contract needs; retries while another live run is writing the same date.
 
     Args:
         landing_root: Root URI of the landing partitions (templated).
+        work_root: Root URI of the runs' files (where CSV and SQL sources were landed) (templated).
     """
 
-    template_fields = ("model", "landing_root")
+    template_fields = ("model", "landing_root", "work_root")
     operator_extra_links = (MlflowModelVersionLink(),)
 
-    def __init__(self, *, landing_root: str, **kwargs: Any) -> None:
+    def __init__(self, *, landing_root: str, work_root: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.landing_root = landing_root
+        self.work_root = work_root
 
-    def run(self, context: Context, spec: ModelSpec) -> list[dict[str, Any]]:
-        from include.nightshift import scoring, warehouse
+    def run(self, context: Context, file_spec: ModelSpec) -> list[dict[str, Any]]:
+        from include.nightshift import scoring, sources, warehouse
+        from include.nightshift.contract import load_contract
         from include.nightshift.registry import require_champion
 
         day = score_date(context)
-        champion = require_champion(self.mlflow, spec.name)
+        champion = require_champion(self.mlflow, file_spec.name)
         version = int(champion.version)
-        url = self.mlflow_hook.model_version_url(spec.name, version)
+        url = self.mlflow_hook.model_version_url(file_spec.name, version)
         context["ti"].xcom_push(key=MlflowModelVersionLink.url_key, value=url)
-        uri = spec.landing.features(self.landing_root, day.isoformat())
+        contract = load_contract(self.mlflow, champion.run_id, file_spec)
+        spec = contract.apply(file_spec)  # the champion scores with its own features, not today's spec
+        uri = sources.day_uri(spec, self.paths, "features", day)
+        if self.storage.exists(uri):
+            contract.check_columns(spec.name, version, uri, self.storage.read_schema(uri).names)
         total, shards = scoring.inspect_input(self.storage, spec, uri)
         with self.warehouse() as conn:
             tables = warehouse.ensure_tables(conn, spec)
@@ -112,7 +119,8 @@ class ResolveScoringRunOperator(NightshiftOperator):
 
 
 class _ScoringStep(NightshiftOperator):
-    """A task after ``resolve_run``: it works under the run's facts and its claim on the date.
+    """A task after ``resolve_run``: it works under the run's facts, its claim on the date, and the pinned
+    version's contract.
 
     Args:
         resolved: XCom ``run`` of ``ResolveScoringRunOperator`` (templated).
@@ -128,11 +136,18 @@ class _ScoringStep(NightshiftOperator):
 
         return ScoringRun.from_dict(self.resolved)
 
+    def effective_spec(self) -> ModelSpec:
+        return self.version_spec
+
+    @cached_property
+    def version_spec(self) -> ModelSpec:
+        return self.contract_spec(self.facts.mlflow_run_id)
+
     @cached_property
     def tables(self) -> Tables:
         from include.nightshift.warehouse import Tables
 
-        return Tables.for_spec(self.spec)
+        return Tables.for_spec(self.version_spec)
 
 
 class ScoreShardOperator(_ScoringStep):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from nightshift_airflow.links import MlflowModelVersionLink, MlflowRunLink
-from nightshift_airflow.operators.base import NightshiftOperator, run_date, run_slug
+from nightshift_airflow.operators.base import DataOperator, NightshiftOperator, run_date, run_slug
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -24,12 +24,12 @@ class ResolveTrainingRunOperator(NightshiftOperator):
     def run(self, context: Context, spec: ModelSpec) -> dict[str, Any]:
         from include.nightshift.datasets import resolve_window
         from include.nightshift.errors import ParamsError
-        from include.nightshift.spec import ALGORITHMS
 
         params = context["params"]
         algorithm = params.get("algorithm") or spec.training.algorithm
-        if algorithm not in ALGORITHMS:
-            raise ParamsError(f"param 'algorithm' is {algorithm!r}; allowed: {', '.join(ALGORITHMS)}")
+        allowed = spec.training_algorithms()
+        if algorithm not in allowed:
+            raise ParamsError(f"param 'algorithm' is {algorithm!r}; allowed: {', '.join(allowed)}")
         force = bool(params.get("force_promote"))
         reason = (params.get("force_reason") or "").strip()
         if force and not reason:
@@ -48,7 +48,7 @@ class ResolveTrainingRunOperator(NightshiftOperator):
         return {"window": window.as_dict(), "algorithm": algorithm, "force_promote": force, "force_reason": reason}
 
 
-class BuildTrainingSetOperator(NightshiftOperator):
+class BuildTrainingSetOperator(DataOperator, NightshiftOperator):
     """Join the window's features with their labels, split by time, write both splits as Parquet.
 
     Args:
@@ -70,8 +70,8 @@ class BuildTrainingSetOperator(NightshiftOperator):
         from include.nightshift.storage import join_uri
 
         window = datasets.Window.from_dict(self.resolved["window"])
-        ts = datasets.load_training_set(self.storage, spec, self.landing_root, window)
-        base = join_uri(self.work_root, spec.name, "training", run_slug(context["run_id"]))
+        ts = datasets.load_training_set(self.storage, spec, self.paths, window)
+        base = join_uri(self.paths.work_root, spec.name, "training", run_slug(context["run_id"]))
         out = {
             "train_uri": self.storage.write_parquet(ts.train, join_uri(base, "train.parquet")),
             "holdout_uri": self.storage.write_parquet(ts.holdout, join_uri(base, "holdout.parquet")),
@@ -150,7 +150,7 @@ class TrainModelOperator(_UsesTrainingSet):
             "model_uri": result.model_uri,
             "model_id": result.model_id,
             "experiment_id": result.experiment_id,
-            "holdout_roc_auc": result.metrics["holdout_roc_auc"],
+            "holdout": {k.removeprefix("holdout_"): v for k, v in result.metrics.items() if k.startswith("holdout_")},
         }
 
 
@@ -174,10 +174,12 @@ class EvaluateChallengerOperator(_UsesTrainingSet):
 
         holdout = self.storage.read_parquet(self.training_set["holdout_uri"])
         ev = evaluate_against_champion(self.mlflow, spec, self.trained["model_uri"], self.trained["run_id"], holdout)
+        m = spec.headline_metric
         self.log.info(
-            "holdout roc_auc: challenger %.4f, champion %s",
-            ev.challenger["roc_auc"],
-            f"{ev.champion['roc_auc']:.4f} (v{ev.champion_version})" if ev.champion else "none",
+            "holdout %s: challenger %.4f, champion %s",
+            m,
+            ev.challenger[m],
+            f"{ev.champion[m]:.4f} (v{ev.champion_version})" if ev.champion else (ev.champion_note or "none"),
         )
         return asdict(ev)
 
@@ -245,6 +247,7 @@ class GateOperator(NightshiftOperator):
             ev.champion,
             force_promote=self.resolved["force_promote"],
             force_reason=self.resolved["force_reason"],
+            champion_note=ev.champion_note,
         )
         extra = {"nightshift.airflow_run_id": context["run_id"], "nightshift.model_version": str(version)}
         if decision.forced:

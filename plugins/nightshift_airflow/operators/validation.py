@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk.exceptions import AirflowFailException
 
 from nightshift_airflow.links import GXValidationResultLink, validation_url
-from nightshift_airflow.operators.base import NightshiftOperator, run_slug
+from nightshift_airflow.operators.base import DataOperator, NightshiftOperator, run_slug
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -79,7 +79,7 @@ class _ValidateOperator(NightshiftOperator):
         return self.storage.write_bytes(json.dumps(report.result, indent=1, default=str).encode(), uri)
 
 
-class ValidateLandingOperator(_ValidateOperator):
+class ValidateLandingOperator(DataOperator, _ValidateOperator):
     """Validate the landing partitions of a training window: ``raw_features`` or ``raw_labels``.
 
     Args:
@@ -90,10 +90,10 @@ class ValidateLandingOperator(_ValidateOperator):
 
     template_fields = ("model", "resolved", "landing_root", "work_root")
 
-    def __init__(self, *, stage: Stage, resolved: Any, landing_root: str, **kwargs: Any) -> None:
+    def __init__(self, *, stage: Stage, resolved: Any, landing_root: str, work_root: str, **kwargs: Any) -> None:
         if stage not in ("raw_features", "raw_labels"):
             raise ValueError(f"stage {stage!r} is not one of raw_features, raw_labels")
-        super().__init__(stage=stage, **kwargs)
+        super().__init__(stage=stage, work_root=work_root, **kwargs)
         self.resolved = resolved
         self.landing_root = landing_root
 
@@ -102,7 +102,7 @@ class ValidateLandingOperator(_ValidateOperator):
 
         window = datasets.Window.from_dict(self.resolved["window"])
         kind = "features" if self.stage == "raw_features" else "labels"
-        uris = datasets.partition_uris(spec, self.landing_root, window.days, kind)
+        uris = datasets.partition_uris(spec, self.paths, window.days, kind)
         datasets.require_partitions(self.storage, uris, kind)
         frame = validation.read_stage(self.storage, spec, self.stage, uris)
         return validation.validate_frame(spec, self.stage, frame)
@@ -149,12 +149,19 @@ class _ScoringValidation(_ValidateOperator):
     def day(self) -> date:
         return date.fromisoformat(self.resolved["score_date"])
 
+    def effective_spec(self) -> ModelSpec:
+        """The pinned version's view of the spec: its contract decides the columns and outputs."""
+        return self.contract_spec(str(self.resolved["mlflow_run_id"]))
+
     def on_failure(self, spec: ModelSpec) -> None:
-        from include.nightshift import warehouse
+        from include.nightshift import scoring, warehouse
 
         with self.warehouse() as conn:
-            tables = warehouse.Tables.for_spec(spec)
-            warehouse.Lease(conn, tables, self.day, self.resolved["dag_run_id"]).release()
+            try:
+                lease = scoring.ScoringRun.from_dict(self.resolved).lease(conn, warehouse.Tables.for_spec(spec))
+            except warehouse.ScoreDateBusyError:
+                return  # another run holds the date now: nothing of ours to give back
+            lease.release()
 
 
 class ValidateScoringInputOperator(_ScoringValidation):

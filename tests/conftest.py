@@ -95,7 +95,9 @@ def s3_server(bucket: str) -> Iterator[str]:
 def _test_stack() -> Stack:
     from scripts.stack.settings import Stack
 
-    return Stack(home=TEST_HOME, db_prefix="nstest", airflow_port=free_port(), mlflow_port=free_port())
+    # NIGHTSHIFT_TEST_DB_PREFIX lets two checkouts run the suite side by side on one PostgreSQL server.
+    prefix = os.environ.get("NIGHTSHIFT_TEST_DB_PREFIX", "nstest")
+    return Stack(home=TEST_HOME, db_prefix=prefix, airflow_port=free_port(), mlflow_port=free_port())
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -2,7 +2,7 @@
 # astro-CLI compatible: `astro dev start` builds this Dockerfile and mounts dags/, plugins/, include/;
 # the Astro Runtime images install packages.txt and requirements.txt the same way (ONBUILD).
 # docker-compose.airflow.yml builds it too. Keep the tag in step with apache-airflow in requirements.txt.
-FROM apache/airflow:3.3.0-python3.11
+FROM apache/airflow:3.3.2-python3.11
 
 USER root
 COPY packages.txt /tmp/packages.txt

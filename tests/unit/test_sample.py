@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import date, timedelta
 
+import pandas as pd
 import pytest
 
 from include.nightshift.datasets import content_hash
@@ -153,7 +154,8 @@ def _is_missing_column(df) -> bool:
 
 
 def _is_wrong_dtype(df) -> bool:
-    return df["tenure_months"].dtype == object and df["tenure_months"].str.endswith(" months").all()
+    col = df["tenure_months"]
+    return pd.api.types.is_string_dtype(col) and col.str.endswith(" months").all()
 
 
 def _is_out_of_range(df) -> bool:

@@ -66,6 +66,13 @@ def expected_columns(spec: ModelSpec, stage: str) -> dict[str, set[str]]:
     return cols
 
 
+def _shown(arrow_type: pa.DataType) -> str:
+    # pandas 3 writes its text columns as Arrow large_string; a reader of the message only needs "string".
+    import pyarrow.types as pat
+
+    return "string" if pat.is_large_string(arrow_type) else str(arrow_type)
+
+
 def schema_problems(spec: ModelSpec, stage: str, uri: str, schema: pa.Schema) -> list[str]:
     problems = []
     present = {name: _arrow_kind(schema.field(name).type) for name in schema.names}
@@ -75,7 +82,8 @@ def schema_problems(spec: ModelSpec, stage: str, uri: str, schema: pa.Schema) ->
         elif present[col] not in kinds:
             want = " or ".join(sorted(k for k in kinds if k != "null"))
             problems.append(
-                f"{uri}: column '{col}' has type {schema.field(col).type} ({present[col]}); the spec needs {want}"
+                f"{uri}: column '{col}' has type {_shown(schema.field(col).type)} ({present[col]}); "
+                f"the spec needs {want}"
             )
     return problems
 

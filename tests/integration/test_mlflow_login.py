@@ -39,6 +39,7 @@ def auth_server():
         **base_env(),
         "MLFLOW_AUTH_CONFIG_PATH": str(home / "auth.ini"),
         "MLFLOW_AUTH_ADMIN_PASSWORD": ADMIN_PASSWORD,
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": "a-secret-key-for-the-test",
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
     }
     cmd = [str(Path(sys.executable).parent / "mlflow"), "server", "--app-name", "basic-auth"]

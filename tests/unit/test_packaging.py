@@ -144,6 +144,7 @@ def test_mlflow_needs_a_login_and_listens_on_loopback_only(compose):
     assert mlflow["environment"]["MLFLOW_AUTH_CONFIG_PATH"] == "/opt/mlflow/auth.ini"
     assert re.fullmatch(r"\$\{MLFLOW_ADMIN_PASSWORD:\?[^}]+\}", mlflow["environment"]["MLFLOW_AUTH_ADMIN_PASSWORD"])
     assert "./docker/mlflow-auth.ini:/opt/mlflow/auth.ini:ro" in mlflow["volumes"]
+    assert mlflow["environment"]["MLFLOW_FLASK_SERVER_SECRET_KEY"].startswith("${MLFLOW_SECRET_KEY:?")
     ini = (ROOT / "docker" / "mlflow-auth.ini").read_text()
     assert not re.search(r"^\s*admin_password\s*=", ini, re.M), "no password in the auth config"
     env = _airflow_env(compose)

@@ -22,3 +22,10 @@ COPY --chown=airflow:root great_expectations/ /opt/airflow/great_expectations/
 COPY --chown=airflow:root scripts/ /opt/airflow/scripts/
 COPY --chown=airflow:root airflow_settings.yaml /opt/airflow/airflow_settings.yaml
 ENV PYTHONPATH=/opt/airflow
+# The MLflow client's retries bounded (a dead server fails a try in seconds), no progress bars in task
+# logs, logging left to Airflow: the same values as MLFLOW_CLIENT_ENV in scripts/stack/settings.py.
+ENV MLFLOW_HTTP_REQUEST_MAX_RETRIES=2 \
+    MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR=1 \
+    MLFLOW_HTTP_REQUEST_TIMEOUT=60 \
+    MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR=false \
+    MLFLOW_CONFIGURE_LOGGING=false

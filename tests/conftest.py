@@ -137,6 +137,7 @@ def platform(stack: Stack):
     services.down(stack)  # leftovers of an interrupted session
     server = postgres.ensure_postgres(stack)
     postgres.ensure_databases(server, [stack.db("airflow"), stack.db("mlflow"), stack.db("warehouse")], reset=True)
+    postgres.ensure_writer(stack, server)  # the login every DAG connects as
     for sub in ("data", "mlflow-artifacts", "airflow", "logs"):
         shutil.rmtree(stack.home / sub, ignore_errors=True)
     secrets = ensure_secrets(stack)

@@ -42,5 +42,20 @@ class NotPublishedYetError(NightshiftError):
     """Monitoring was asked about a day whose scores are not published (yet): retried, as they may be on the way."""
 
 
+class ServiceUnavailableError(NightshiftError):
+    """A service the task needs (MLflow, PostgreSQL, S3) did not answer: retried.
+
+    The message names the service and its URL (never credentials) and what to check.
+    """
+
+    def __init__(self, service: str, url: str, cause: object, todo: str) -> None:
+        reason = (str(cause).strip().splitlines() or [type(cause).__name__])[0][:300]
+        super().__init__(
+            f"{service} at {url} is unreachable ({type(cause).__name__}: {reason}). {todo} "
+            "The task is retried (runs.retries); nothing was published by this try."
+        )
+        self.service, self.url = service, url
+
+
 # Failures that retrying cannot fix.
 FINAL_ERRORS: tuple[type[Exception], ...] = (SpecError, ParamsError, DataValidationError, NoChampionError)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import base64
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
@@ -71,3 +71,31 @@ def mlflow_client(tracking_uri: str, username: str | None = None, password: str 
 
     set_credentials(tracking_uri, username, password)
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+def ensure_login(tracking_uri: str, admin: tuple[str, str], username: str, password: str) -> None:
+    """Create (or reset the password of) an MLflow basic-auth user, made an MLflow admin.
+
+    For a tracking server run with ``--app-name basic-auth`` (compose's ``airflow-init``): the
+    platform's own login registers, gates and promotes every model. ``admin`` is the server's admin
+    (user, password); nothing is logged.
+
+    Raises:
+        RuntimeError: naming the server, the step and its HTTP status when the server refuses.
+    """
+    import requests
+
+    api = f"{tracking_uri.rstrip('/')}/api/2.0/mlflow/users"
+    user: dict[str, Any] = {"username": username, "password": password}
+    steps: list[tuple[str, str, dict[str, Any]]] = [
+        ("create", "post", user),
+        ("update-password", "patch", user),
+        ("update-admin", "patch", {"username": username, "is_admin": True}),
+    ]
+    for step, method, body in steps:
+        r = requests.request(method, f"{api}/{step}", json=body, auth=admin, timeout=30)
+        if r.status_code != 200 and not (step == "create" and "RESOURCE_ALREADY_EXISTS" in r.text):
+            raise RuntimeError(
+                f"MLflow at {tracking_uri}: users/{step} for {username!r} failed with HTTP {r.status_code}: "
+                f"{r.text[:200]} (is the admin password MLFLOW_ADMIN_PASSWORD the one of its first start?)"
+            )

@@ -134,6 +134,19 @@ def _iso(value: Any) -> str | None:
     return value.isoformat() if hasattr(value, "isoformat") else (str(value) if value else None)
 
 
+def _error(context: Context, model: str | None, task_id: str) -> str:
+    """The alert's error: the exception's first line; for a timeout, what happened and what to do."""
+    from airflow.sdk.exceptions import AirflowTaskTimeout
+
+    from include.nightshift.spec.timeouts import timeout_message
+
+    exc = context.get("exception")
+    if isinstance(exc, AirflowTaskTimeout):
+        limit = getattr(context.get("task"), "execution_timeout", None)
+        return timeout_message(model, task_id, limit.total_seconds() / 60 if limit else 0)
+    return first_line(exc)
+
+
 def task_alert(context: Context, model: str | None) -> Alert:
     """The alert for a task's final failure, from its context."""
     ti = context.get("ti") or context.get("task_instance")
@@ -156,7 +169,7 @@ def task_alert(context: Context, model: str | None) -> Alert:
         logical_date=_iso(context.get("logical_date") or getattr(dag_run, "logical_date", None)),
         try_number=int(getattr(ti, "try_number", 0) or 0),
         max_tries=getattr(ti, "max_tries", None),
-        error=first_line(context.get("exception")),
+        error=_error(context, model, task_id),
         log_url=log_url,
         runbook_url=runbook_url(_runbook_base(), dag_id, task_id),
     )

@@ -3,7 +3,11 @@
 Without NIGHTSHIFT_DB_URL, a server answering on 127.0.0.1:NIGHTSHIFT_PG_PORT is used; if none
 answers, a project-local cluster is initialised under $NIGHTSHIFT_HOME/pg with the PostgreSQL binaries
 and started on that port (as the unprivileged user `nightshift` when run as root: PostgreSQL refuses
-to run as root).
+to run as root). That cluster uses password authentication (scram-sha-256): its superuser's password
+is generated into the secrets file (``postgres_password``). A server that already answers (e.g. the
+machine's, with its own authentication) is used as it is.
+
+The DAGs connect as the writer login ``<prefix>_writer`` (:func:`ensure_writer`), never as the superuser.
 """
 
 from __future__ import annotations
@@ -64,7 +68,10 @@ def redact(url: str) -> str:
 
 
 def local_server_url(stack: Stack) -> str:
-    return f"postgresql://postgres@127.0.0.1:{stack.pg_port}"
+    """The superuser URL on 127.0.0.1, with the project-local cluster's password once it is generated."""
+    password = stack.secrets().get("postgres_password")
+    secret = f":{urllib.parse.quote(password, safe='')}" if password else ""
+    return f"postgresql://postgres{secret}@127.0.0.1:{stack.pg_port}"
 
 
 def server_url(stack: Stack) -> str:
@@ -82,9 +89,7 @@ def start_local_postgres(stack: Stack) -> str:
         shutil.chown(stack.pg_dir, PG_USER)
         shutil.chown(sock, PG_USER)
     if not (data / "PG_VERSION").exists():
-        log.info("initialising a project-local PostgreSQL cluster in %s", data)
-        cmd = [pg_bin("initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-instructions"]
-        subprocess.run(as_pg_user(cmd), check=True, capture_output=True)
+        init_cluster(stack, data)
     logfile = stack.pg_dir / "postgres.log"
     opts = f"-p {stack.pg_port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={sock}"
     res = subprocess.run(
@@ -100,6 +105,25 @@ def start_local_postgres(stack: Stack) -> str:
     stack.run_dir.mkdir(parents=True, exist_ok=True)
     (stack.run_dir / "postgres.local").write_text(str(data))
     return local_server_url(stack)
+
+
+def init_cluster(stack: Stack, data: Path) -> None:
+    """``initdb`` with password authentication: the superuser's password comes from the secrets file."""
+    password = stack.secrets().get("postgres_password")
+    if not password:
+        raise StackError(f"no postgres_password in {stack.secrets_file}: bring the stack up with `make up`")
+    log.info("initialising a project-local PostgreSQL cluster in %s (scram-sha-256)", data)
+    pwfile = stack.pg_dir / "pwfile"
+    pwfile.write_text("")  # created empty and private before the password goes in
+    pwfile.chmod(0o600)
+    if os.geteuid() == 0:
+        shutil.chown(pwfile, PG_USER)
+    pwfile.write_text(password + "\n")
+    cmd = [pg_bin("initdb"), "-D", str(data), "-U", "postgres", "--auth=scram-sha-256", f"--pwfile={pwfile}"]
+    try:
+        subprocess.run(as_pg_user([*cmd, "-E", "UTF8", "--no-instructions"]), check=True, capture_output=True)
+    finally:
+        pwfile.unlink(missing_ok=True)
 
 
 def stop_local_postgres(stack: Stack) -> None:
@@ -158,15 +182,39 @@ def warehouse_url(stack: Stack, server: str, login: str | None = None, password:
     return urllib.parse.urlunsplit((parsed.scheme, netloc, f"/{stack.db('warehouse')}", "", ""))
 
 
-def ensure_analyst(stack: Stack, server: str, password: str) -> None:
-    """The read-only role ``nightshift_analyst`` and a login ``analyst`` in it."""
+def writer_url(stack: Stack, server: str) -> str:
+    """The warehouse URL of the writer login (what the DAGs' ``postgres_default`` holds)."""
+    return warehouse_url(stack, server, stack.writer_login, stack.secrets().get("writer_password"))
+
+
+def ensure_writer(stack: Stack, server: str) -> None:
+    """The writer login of this stack, owning its warehouse schemas, kept out of Airflow's and MLflow's DBs."""
     import psycopg2
 
-    from include.nightshift.spec import load_model
-    from include.nightshift.warehouse import ensure_analyst_role
+    from include.nightshift.warehouse.roles import ensure_writer_role
 
     conn = psycopg2.connect(warehouse_url(stack, server))
     try:
-        ensure_analyst_role(conn, load_model(stack.model), ANALYST_LOGIN, password)
+        private = [stack.db("airflow"), stack.db("mlflow")]
+        ensure_writer_role(conn, stack.writer_login, stack.secrets()["writer_password"], private)
     finally:
         conn.close()
+
+
+def ensure_analyst(stack: Stack, server: str, password: str) -> None:
+    """The read-only role ``nightshift_analyst`` and a login ``analyst`` in it (roles as the superuser,
+    the model's tables and grants as the writer, who owns them)."""
+    import psycopg2
+
+    from include.nightshift.spec import load_model
+    from include.nightshift.warehouse import ensure_analyst_login, ensure_tables
+
+    for url, step in ((warehouse_url(stack, server), "roles"), (writer_url(stack, server), "tables")):
+        conn = psycopg2.connect(url)
+        try:
+            if step == "roles":
+                ensure_analyst_login(conn, ANALYST_LOGIN, password)
+            else:
+                ensure_tables(conn, load_model(stack.model))
+        finally:
+            conn.close()

@@ -13,6 +13,7 @@ from scripts.stack import postgres
 from scripts.stack.processes import port_open, service_pid, start_service, stop_service, wait_http
 from scripts.stack.settings import (
     AIRFLOW_SERVICES,
+    MLFLOW_CLIENT_ENV,
     ROOT,
     VENV_BIN,
     Stack,
@@ -79,14 +80,17 @@ def _airflow_core(stack: Stack, netloc: str, secrets: dict[str, str]) -> dict[st
     }
 
 
-def _nightshift_settings(stack: Stack, server: str) -> dict[str, str]:
-    """What ``airflow_settings.yaml`` reads (connections and variables) and the MLflow client's URI."""
+def _nightshift_settings(stack: Stack, server: str, secrets: dict[str, str]) -> dict[str, str]:
+    """What ``airflow_settings.yaml`` reads (connections and variables) and the MLflow client's URI.
+
+    ``postgres_default`` is the writer login (``<prefix>_writer``), never the server's superuser.
+    """
     p = urllib.parse.urlsplit(server)
     return {
         "NIGHTSHIFT_PG_HOST": p.hostname or "127.0.0.1",
         "NIGHTSHIFT_PG_PORT": str(p.port or 5432),
-        "NIGHTSHIFT_PG_USER": urllib.parse.unquote(p.username or "postgres"),
-        "NIGHTSHIFT_PG_PASSWORD": urllib.parse.unquote(p.password or ""),
+        "NIGHTSHIFT_PG_USER": stack.writer_login,
+        "NIGHTSHIFT_PG_PASSWORD": secrets.get("writer_password", ""),
         "NIGHTSHIFT_WAREHOUSE_DB": stack.db("warehouse"),
         "NIGHTSHIFT_MLFLOW_HOST": "127.0.0.1",
         "NIGHTSHIFT_MLFLOW_PORT": str(stack.mlflow_port),
@@ -103,7 +107,8 @@ def airflow_env(stack: Stack, server: str, secrets: dict[str, str]) -> dict[str,
     netloc = urllib.parse.urlsplit(server).netloc
     env = base_env()
     env.update(_airflow_core(stack, netloc, secrets))
-    env.update(_nightshift_settings(stack, server))
+    env.update(_nightshift_settings(stack, server, secrets))
+    env.update(MLFLOW_CLIENT_ENV)
     if stack.executor == "CeleryExecutor":
         env.update(
             {
@@ -125,15 +130,53 @@ def redis_answers(url: str) -> bool:
         return False
 
 
+def redis_plan(url: str, answers: bool, binary: str | None) -> str:
+    """What to do for the Celery broker: ``use`` the Redis that answers, ``start`` a project-local one.
+
+    Raises:
+        StackError: none answers and none can be started here; names what to install or set.
+    """
+    if answers:
+        return "use"
+    where = postgres.redact(url)
+    host = urllib.parse.urlsplit(url).hostname
+    if host not in ("127.0.0.1", "localhost"):
+        raise StackError(f"CeleryExecutor needs Redis as its broker, and none answers at {where}: start it there")
+    if binary is None:
+        raise StackError(
+            f"CeleryExecutor needs Redis as its broker, none answers at {where} and redis-server is not "
+            "installed: install it (e.g. apt-get install redis-server), start one, or set NIGHTSHIFT_REDIS_URL"
+        )
+    return "start"
+
+
+def ensure_redis(stack: Stack) -> None:
+    """For CeleryExecutor: the Redis at NIGHTSHIFT_REDIS_URL, or a project-local one started on its port."""
+    import shutil
+    import time
+
+    if stack.executor != "CeleryExecutor":
+        return
+    if redis_plan(stack.redis_url, redis_answers(stack.redis_url), shutil.which("redis-server")) == "use":
+        return
+    port = urllib.parse.urlsplit(stack.redis_url).port or 6379
+    data = stack.home / "redis"
+    data.mkdir(parents=True, exist_ok=True)
+    log.info("no Redis answers at %s: starting a project-local one", postgres.redact(stack.redis_url))
+    cmd = [str(shutil.which("redis-server")), "--bind", "127.0.0.1", "--port", str(port), "--dir", str(data)]
+    start_service(stack, "redis", [*cmd, "--save", "", "--appendonly", "no", "--protected-mode", "yes"], base_env())
+    deadline = time.monotonic() + 30
+    while not redis_answers(stack.redis_url):
+        if time.monotonic() > deadline or service_pid(stack, "redis") is None:
+            raise StackError(f"the project-local Redis did not start on port {port}; see {stack.log_dir / 'redis.log'}")
+        time.sleep(0.5)
+
+
 def start_celery_workers(stack: Stack, env: dict[str, str]) -> None:
     """The Celery workers, each with its own name and log-server port (they share this machine)."""
     if not stack.worker_names:
         return
-    if not redis_answers(stack.redis_url):
-        raise StackError(
-            f"CeleryExecutor needs Redis as its broker, and none answers at {postgres.redact(stack.redis_url)}: "
-            "start one or set NIGHTSHIFT_REDIS_URL"
-        )
+    ensure_redis(stack)
     for i, name in enumerate(stack.worker_names, start=1):
         worker_env = {**env, "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(side_port(stack.airflow_port, 720 + i))}
         cmd = [str(VENV_BIN / "airflow"), "celery", "worker", "--celery-hostname", f"{name}@%h"]
@@ -220,8 +263,10 @@ def _shq(v: str) -> str:
 def up(stack: Stack) -> str:
     """Bring PostgreSQL, MLflow and Airflow up (what is already running is reused); returns the server URL."""
     secrets = ensure_secrets(stack)
+    ensure_redis(stack)  # CeleryExecutor: before anything starts, so that a missing Redis stops us at once
     server = postgres.ensure_postgres(stack)
     postgres.ensure_databases(server, [stack.db("airflow"), stack.db("mlflow"), stack.db("warehouse")])
+    postgres.ensure_writer(stack, server)
     start_mlflow(stack, server)
     env = airflow_env(stack, server, secrets)
     start_airflow(stack, env, secrets["admin_password"])
@@ -234,6 +279,6 @@ def up(stack: Stack) -> str:
 def down(stack: Stack) -> None:
     """Stop every service this stack started, and its project-local PostgreSQL."""
     workers = sorted(p.stem for p in stack.run_dir.glob("celery-worker-*.pid")) if stack.run_dir.exists() else []
-    for name in (*workers, *reversed(AIRFLOW_SERVICES), "mlflow"):
+    for name in (*workers, *reversed(AIRFLOW_SERVICES), "mlflow", "redis"):
         stop_service(stack, name)
     postgres.stop_local_postgres(stack)

@@ -30,6 +30,17 @@ ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 
 AIRFLOW_SERVICES = ("scheduler", "api-server", "dag-processor", "triggerer")
+
+# The MLflow client in every Airflow process (and the Dockerfile and compose, checked by a test): a dead
+# tracking server fails a try in seconds (MLflow's defaults retry for minutes), no progress bars in task
+# logs, and MLflow leaves the logging configuration to Airflow.
+MLFLOW_CLIENT_ENV = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "60",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    "MLFLOW_CONFIGURE_LOGGING": "false",
+}
 EXECUTORS = ("LocalExecutor", "CeleryExecutor")
 
 
@@ -115,6 +126,13 @@ class Stack:
     def reports_root(self) -> str:
         return os.environ.get("NIGHTSHIFT_REPORTS_ROOT", (self.home / "data" / "reports").as_uri())
 
+    @property
+    def writer_login(self) -> str:
+        """The PostgreSQL login every DAG writes as (roles are cluster-wide: one per database prefix)."""
+        from include.nightshift.warehouse.roles import writer_login
+
+        return writer_login(self.db_prefix)
+
     def db(self, purpose: str) -> str:
         return f"{self.db_prefix}_{purpose}"
 
@@ -130,6 +148,9 @@ def _secret_makers() -> dict[str, Callable[[], str]]:
         "api_secret_key": lambda: secrets.token_urlsafe(32),
         "admin_password": lambda: os.environ.get("NIGHTSHIFT_ADMIN_PASSWORD") or secrets.token_urlsafe(12),
         "analyst_password": lambda: os.environ.get("NIGHTSHIFT_ANALYST_PASSWORD") or secrets.token_urlsafe(12),
+        # The project-local cluster's superuser (scram-sha-256) and the login every DAG writes as.
+        "postgres_password": lambda: secrets.token_urlsafe(24),
+        "writer_password": lambda: secrets.token_urlsafe(24),
     }
 
 

@@ -1,7 +1,8 @@
 """What ``make run`` prints: the training decision, the scored days, the monitoring verdicts.
 
-Formatting only: every function here reads the facts it is given (and the secrets file, read-only)
-and prints them; none of them starts a service, opens a database or writes a file.
+Formatting only: every function here reads the facts it is given and prints them; none of them
+starts a service, opens a database or writes a file. No password is ever printed (terminals end up
+in CI logs and scrollback): the summaries say where each one is, the secrets file and its key.
 """
 
 from __future__ import annotations
@@ -14,6 +15,11 @@ if TYPE_CHECKING:
     from scripts.stack.settings import Stack
 
 RULE = "=" * 78
+
+
+def where(stack: Stack, key: str) -> str:
+    """Where the password ``key`` is kept: its key in the private secrets file, and how to read it."""
+    return f"password: key {key} in {stack.secrets_file} (mode 0600; jq -r .{key} {stack.secrets_file})"
 
 
 def _failures(errors: dict[str, str], lines_per_error: int) -> list[str]:
@@ -29,7 +35,6 @@ def print_summary(
     stack: Stack, dag_id: str, run_id: str, state: str, summary: dict[str, Any], errors: dict[str, str]
 ) -> None:
     """The training run: its state, each failed task's error, the version, the gate and where to look."""
-    password = stack.secrets().get("admin_password", "(not generated yet)")
     lines = ["", RULE, f" Nightshift: {dag_id} run {run_id}", f"   state           {state}"]
     lines += _failures(errors, 12)
     if errors:
@@ -41,7 +46,8 @@ def print_summary(
         f"   gate            {summary.get('gate_summary') or '-'}",
         f"   @champion       {stack.model} v{champion}" if champion else "   @champion       none",
         "",
-        f"   Airflow UI      {stack.airflow_url}   login: admin / {password}",
+        f"   Airflow UI      {stack.airflow_url}   login: admin",
+        f"                   {where(stack, 'admin_password')}",
         f"   MLflow UI       {stack.mlflow_url}",
         f"   MLflow run      {summary.get('mlflow_run_url') or '-'}",
         f"   logs            {stack.log_dir}   (make logs)",
@@ -60,7 +66,6 @@ def print_scoring_summary(
         summary: ``schema``, ``rows`` and ``quarantined`` per day, ``analyst_query``, ``analyst_rows``
             and ``psql_url`` (the warehouse URL for the analyst login), from :func:`demo.scoring_facts`.
     """
-    password = stack.secrets().get("analyst_password", "(not generated yet)")
     schema = summary["schema"]
     lines = ["", RULE, f" Nightshift: {dag_id}, {len(states)} day(s)"]
     for day, state in states.items():
@@ -73,7 +78,8 @@ def print_scoring_summary(
     lines += [f"                   {'  '.join(str(v) for v in row)}" for row in summary["analyst_rows"]]
     lines += [
         "",
-        f"   psql            psql '{summary['psql_url']}'   (password: {password}, read-only role nightshift_analyst)",
+        f"   psql            psql '{summary['psql_url']}'   (read-only role nightshift_analyst)",
+        f"                   {where(stack, 'analyst_password')}",
         RULE,
     ]
     print("\n".join(lines), flush=True)
@@ -108,8 +114,9 @@ def print_monitoring_summary(stack: Stack, days: list[date], facts: dict[str, An
 
 
 def print_up(stack: Stack) -> None:
-    password = stack.secrets().get("admin_password", "(not generated yet)")
-    print(f"Airflow UI {stack.airflow_url} (admin / {password}), MLflow UI {stack.mlflow_url}")
+    print(
+        f"Airflow UI {stack.airflow_url} (login admin, {where(stack, 'admin_password')}), MLflow UI {stack.mlflow_url}"
+    )
 
 
 def print_logs(stack: Stack) -> None:

@@ -207,3 +207,16 @@ def test_retries_come_from_the_spec(tmp_path):
     for dag in build_all(tmp_path):
         for task in dag.tasks:
             assert (task.retries, task.retry_delay.total_seconds()) == (1, 5), f"{dag.dag_id}.{task.task_id}"
+
+
+def test_every_task_has_an_execution_timeout_from_the_spec(dagbag):
+    from datetime import timedelta
+
+    from include.nightshift.spec import load_model
+    from include.nightshift.spec.timeouts import task_kind
+
+    spec = load_model("churn")
+    for dag_id in ("churn_training", "churn_scoring", "churn_monitoring", "churn_rollback"):
+        for task in dagbag.dags[dag_id].tasks:
+            expected = timedelta(minutes=spec.runs.timeout_for(task_kind(task.task_id)))
+            assert task.execution_timeout == expected, f"{dag_id}.{task.task_id}: {task.execution_timeout}"

@@ -247,9 +247,9 @@ def smtp_connection(monkeypatch, port):
 @pytest.fixture
 def outside_a_task(platform, monkeypatch):
     """Connections for code run by this test process itself (outside a task, the metadata DB is not read)."""
-    from scripts.stack.postgres import ensure_postgres
+    from scripts.stack.postgres import ensure_postgres, writer_url
 
-    monkeypatch.setenv("AIRFLOW_CONN_POSTGRES_DEFAULT", f"{ensure_postgres(platform)}/{platform.db('warehouse')}")
+    monkeypatch.setenv("AIRFLOW_CONN_POSTGRES_DEFAULT", writer_url(platform, ensure_postgres(platform)))
 
 
 def silent_alerts(conn, kind="task_failure"):

@@ -222,6 +222,9 @@ def sql_source(models_dir, data, platform):
                     "INSERT INTO src.labels VALUES (%s, %s, %s)",
                     [(int(r.customer_id), day, int(r.churned)) for r in lab.itertuples()],
                 )
+        # The source belongs to the data team; the DAGs' writer login may read it (the test checks counts).
+        cur.execute(f"GRANT USAGE ON SCHEMA src TO {platform.writer_login}")
+        cur.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA src TO {platform.writer_login}")
     conn.close()
     (models_dir / "sqlsrc.yaml").write_text(SQL_SPEC)
     os.environ["AIRFLOW_CONN_NIGHTSHIFT_SOURCE"] = url.replace("postgresql://", "postgres://", 1)

@@ -109,3 +109,62 @@ def test_packages_txt_lists_debian_package_names():
     assert "libpq5" in names
     docker = (ROOT / "Dockerfile").read_text()
     assert "packages.txt" in docker and "requirements.txt" in docker and "constraints.txt" in docker
+
+
+def test_postgres_asks_for_passwords_and_the_dags_write_as_the_writer(compose):
+    pg = compose["services"]["postgres"]["environment"]
+    assert pg["POSTGRES_HOST_AUTH_METHOD"] == "scram-sha-256"
+    assert "--auth-host=scram-sha-256" in pg["POSTGRES_INITDB_ARGS"]
+    assert "--auth-local=scram-sha-256" in pg["POSTGRES_INITDB_ARGS"]
+    env = _airflow_env(compose)
+    assert env["NIGHTSHIFT_PG_USER"] == "nightshift_writer"
+    assert re.fullmatch(r"\$\{WRITER_PASSWORD:\?[^}]+\}", env["NIGHTSHIFT_PG_PASSWORD"])
+    init = compose["services"]["airflow-init"]["command"][-1]
+    assert 'ensure_writer_role(admin, "nightshift_writer"' in init and "ensure_analyst_login(admin" in init
+    assert 'user="nightshift_writer"' in init, "the tables are created by the writer, who owns them"
+    example = (ROOT / ".env.example").read_text().splitlines()
+    assert "WRITER_PASSWORD=" in example and "ANALYST_PASSWORD=" in example
+
+
+def test_the_mlflow_client_is_bounded_everywhere_the_stack_runs_airflow(compose):
+    from scripts.stack.settings import MLFLOW_CLIENT_ENV
+
+    assert MLFLOW_CLIENT_ENV["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "2"
+    env = _airflow_env(compose)
+    docker = (ROOT / "Dockerfile").read_text()
+    for key, value in MLFLOW_CLIENT_ENV.items():
+        assert env[key] == value, f"compose sets {key}={env.get(key)!r}, scripts/stack {value!r}"
+        assert re.search(rf"\b{key}={value}\b", docker), f"the Dockerfile does not set {key}={value}"
+
+
+def test_mlflow_needs_a_login_and_listens_on_loopback_only(compose):
+    mlflow = compose["services"]["mlflow"]
+    assert "--app-name=basic-auth" in mlflow["command"]
+    assert mlflow["ports"] == ["127.0.0.1:5000:5000"]
+    assert mlflow["environment"]["MLFLOW_AUTH_CONFIG_PATH"] == "/opt/mlflow/auth.ini"
+    assert re.fullmatch(r"\$\{MLFLOW_ADMIN_PASSWORD:\?[^}]+\}", mlflow["environment"]["MLFLOW_AUTH_ADMIN_PASSWORD"])
+    assert "./docker/mlflow-auth.ini:/opt/mlflow/auth.ini:ro" in mlflow["volumes"]
+    assert mlflow["environment"]["MLFLOW_FLASK_SERVER_SECRET_KEY"].startswith("${MLFLOW_SECRET_KEY:?")
+    ini = (ROOT / "docker" / "mlflow-auth.ini").read_text()
+    assert not re.search(r"^\s*admin_password\s*=", ini, re.M), "no password in the auth config"
+    env = _airflow_env(compose)
+    assert env["NIGHTSHIFT_MLFLOW_USER"] == "nightshift"
+    assert re.fullmatch(r"\$\{MLFLOW_PASSWORD:\?[^}]+\}", env["NIGHTSHIFT_MLFLOW_PASSWORD"])
+    settings = (ROOT / "airflow_settings.yaml").read_text()
+    assert "conn_login: ${NIGHTSHIFT_MLFLOW_USER:-}" in settings
+    assert "conn_password: ${NIGHTSHIFT_MLFLOW_PASSWORD:-}" in settings
+    assert "ensure_login(" in compose["services"]["airflow-init"]["command"][-1]
+
+
+def test_no_password_literal_in_the_compose_file():
+    """Every password, secret and key in compose comes from .env (``${VAR:?...}``), in URLs too."""
+    text = COMPOSE.read_text()
+    settings = [ln for ln in text.splitlines() if not ln.lstrip().startswith("#")]
+    for line in settings:
+        m = re.match(r"\s*(\w*(?:PASSWORD|SECRET|_KEY)\w*)\s*:\s*(.+)$", line)
+        if m and m.group(1).endswith(("_FILE", "_PATH")):
+            continue  # where a secret is kept, not the secret
+        if m:
+            assert m.group(2).strip().startswith("${"), f"a literal secret in compose: {m.group(1)}"
+        for password in re.findall(r"://[^:/@\s]+:([^@\s]*)@", line):
+            assert password.startswith("${") or password == "", f"a password literal in a URL: {line.strip()}"

@@ -354,3 +354,53 @@ def test_models_dir_env_overrides_where_specs_are_loaded_from(monkeypatch, tmp_p
     assert load_model("retention").name == "retention"
     with pytest.raises(SpecError, match="cannot read model spec"):
         load_model("churn")  # exists in include/models, but not in the overriding directory
+
+
+# --- runs.timeout_minutes ---------------------------------------------------------------------
+
+
+def test_every_task_kind_has_a_default_timeout_and_the_spec_overrides_one(tmp_path, churn_raw):
+    from include.nightshift.spec.timeouts import TIMEOUT_DEFAULTS
+
+    raw = copy.deepcopy(churn_raw)
+    raw.setdefault("runs", {})["timeout_minutes"] = {"score": 5}
+    spec = load_spec(write_spec(tmp_path, raw))
+    assert spec.runs.timeout_for("score") == 5
+    assert spec.runs.timeout_for("train") == TIMEOUT_DEFAULTS["train"]
+    assert set(TIMEOUT_DEFAULTS) == {"land", "validate", "train", "score", "publish", "monitor", "registry"}
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ({"scoring": 5}, ["runs.timeout_minutes: unknown task kind 'scoring'", "allowed: land, validate, train"]),
+        ({"score": 0}, ["runs.timeout_minutes.score is 0", "allowed: 1 to 1440"]),
+        ({"train": 100000}, ["runs.timeout_minutes.train is 100000"]),
+    ],
+    ids=["unknown-kind", "zero", "too-long"],
+)
+def test_bad_timeouts_name_the_key_and_the_allowed_values(tmp_path, churn_raw, value, expected):
+    raw = copy.deepcopy(churn_raw)
+    raw.setdefault("runs", {})["timeout_minutes"] = value
+    path = write_spec(tmp_path, raw)
+    with pytest.raises(SpecError) as exc:
+        load_spec(path)
+    for fragment in [str(path), *expected]:
+        assert fragment in str(exc.value)
+
+
+def test_a_timeout_alert_says_what_happened_after_how_long_and_what_to_do():
+    from include.nightshift.spec.timeouts import task_kind, timeout_message
+
+    message = timeout_message("churn", "score", 60)
+    assert message.startswith("score timed out after 60 min (runs.timeout_minutes.score) and was stopped")
+    assert "nothing it wrote was published" in message
+    assert "raise runs.timeout_minutes.score in include/models/churn.yaml" in message
+    assert "clear the task" in message
+    assert [task_kind(t) for t in ("validate_input", "assemble", "drift", "resolve_run", "land")] == [
+        "validate",
+        "score",
+        "monitor",
+        "registry",
+        "land",
+    ]

@@ -30,7 +30,8 @@ def test_success_summary_names_version_alias_gate_and_where_to_look(stack, capsy
     assert "model version   churn v2  aliases: challenger, champion" in out
     assert "gate            gate passed: roc_auc 0.79 >= floor 0.7" in out
     assert "@champion       churn v2" in out
-    assert "http://127.0.0.1:18080   login: admin / " in out
+    assert "http://127.0.0.1:18080   login: admin" in out
+    assert f"password: key admin_password in {stack.secrets_file}" in out
     assert "FAILED" not in out
 
 
@@ -71,3 +72,33 @@ def test_reading_settings_and_printing_summaries_write_nothing(tmp_path, capsys)
     assert "2,000 rows in nightshift.churn_scores" in out
     assert "psql 'postgresql://analyst@127.0.0.1:5432/nightshift_warehouse'" in out
     assert not home.exists(), "a summary created the stack's home"
+
+
+def test_no_summary_prints_a_secret_only_where_it_is(tmp_path, capsys):
+    """`make run`'s output ends up in CI logs and scrollback: it names the secrets file and key, never a value."""
+    from datetime import date
+
+    from scripts.stack.settings import ensure_secrets
+    from scripts.stack.summary import print_monitoring_summary, print_scoring_summary, print_up
+
+    stack = Stack(home=tmp_path, airflow_port=18080, mlflow_port=15000)
+    secrets = ensure_secrets(stack)
+    assert {"admin_password", "analyst_password", "postgres_password", "writer_password"} <= set(secrets)
+    day = date(2026, 11, 20)
+    facts = {
+        "schema": "nightshift",
+        "rows": {day.isoformat(): 10},
+        "quarantined": {day.isoformat(): 0},
+        "analyst_query": "SELECT 1",
+        "analyst_rows": [(1,)],
+        "psql_url": "postgresql://analyst@127.0.0.1:5432/nightshift_warehouse",
+    }
+    print_summary(stack, "churn_training", "manual__1", "success", {"model_version": "1"}, {})
+    print_scoring_summary(stack, "churn_scoring", {day: "success"}, facts, {})
+    print_monitoring_summary(stack, [day], {"drift": {}, "performance": []}, 600)
+    print_up(stack)
+    out = capsys.readouterr().out
+    leaked = [k for k, v in secrets.items() if v in out]
+    assert leaked == [], f"the summary prints the secret(s) {leaked}"
+    assert f"key admin_password in {stack.secrets_file}" in out
+    assert f"key analyst_password in {stack.secrets_file}" in out

@@ -10,6 +10,7 @@ from pydantic import BeforeValidator, ConfigDict, Field, ValidationInfo, field_v
 from include.nightshift.spec import estimators
 from include.nightshift.spec.metrics import Metric, TargetType, non_negative_metrics, target_type_of
 from include.nightshift.spec.names import Frozen, SafeName, check_safe_name
+from include.nightshift.spec.timeouts import TIMEOUT_DEFAULTS
 
 
 class Feature(Frozen):
@@ -279,7 +280,23 @@ class Alerts(Frozen):
 
 
 class Runs(Frozen):
-    """How Airflow retries this model's tasks."""
+    """How Airflow retries this model's tasks, and how long each may run."""
 
     retries: int = Field(default=2, ge=0, le=10)
     retry_delay_seconds: int = Field(default=120, ge=1, le=3600)
+    timeout_minutes: dict[str, int] = Field(default_factory=dict)
+
+    @field_validator("timeout_minutes")
+    @classmethod
+    def _timeouts(cls, v: dict[str, int]) -> dict[str, int]:
+        allowed = ", ".join(TIMEOUT_DEFAULTS)
+        for kind, minutes in v.items():
+            if kind not in TIMEOUT_DEFAULTS:
+                raise ValueError(f"runs.timeout_minutes: unknown task kind {kind!r}; allowed: {allowed}")
+            if not 1 <= minutes <= 24 * 60:
+                raise ValueError(f"runs.timeout_minutes.{kind} is {minutes}; allowed: 1 to 1440 (minutes)")
+        return v
+
+    def timeout_for(self, kind: str) -> int:
+        """The minutes a task of ``kind`` may run (the spec's value, or the kind's default)."""
+        return self.timeout_minutes.get(kind, TIMEOUT_DEFAULTS[kind])

@@ -4,7 +4,8 @@
 - :mod:`.schema`: their DDL, comments and the analyst role's grants;
 - :mod:`.lease`: the per-date lease (one run writes a date at a time);
 - :mod:`.staging`: the run's staging tables, the COPY statements, assembling the shards;
-- :mod:`.publishing`: the atomic swap of a day's partition.
+- :mod:`.publishing`: the atomic swap of a day's partition;
+- :mod:`.roles`: the writer login every DAG connects as (least privilege).
 
 This package never imports Airflow; functions receive a psycopg2 connection.
 """
@@ -12,7 +13,7 @@ This package never imports Airflow; functions receive a psycopg2 connection.
 from include.nightshift.pg import ANALYST_ROLE, role_exists
 from include.nightshift.warehouse.lease import Lease, ScoreDateBusyError, claim
 from include.nightshift.warehouse.publishing import Published, publish, publish_quarantine_only
-from include.nightshift.warehouse.schema import ensure_analyst_role, ensure_tables, partition_days
+from include.nightshift.warehouse.schema import ensure_analyst_login, ensure_analyst_role, ensure_tables, partition_days
 from include.nightshift.warehouse.staging import (
     STAGING_COMMENT,
     Constants,
@@ -47,6 +48,7 @@ __all__ = [
     "create_quarantine_staging",
     "create_scores_staging",
     "duplicate_keys_error",
+    "ensure_analyst_login",
     "ensure_analyst_role",
     "ensure_tables",
     "partition_days",

@@ -159,15 +159,29 @@ def ensure_analyst_role(
         login: Optionally a LOGIN user that is made a member of the role (for psql / BI tools).
         password: The login's password (never logged).
     """
+    ensure_analyst_login(conn, login, password)
+    ensure_tables(conn, spec)
+
+
+def ensure_analyst_login(conn: connection, login: str | None = None, password: str | None = None) -> None:
+    """The roles of :func:`ensure_analyst_role` alone (a superuser's job); the grants come with the tables.
+
+    The tables' owner (the writer) runs :func:`ensure_tables`, which grants the analyst role its reads
+    and sets the writer's default privileges for tables it creates later.
+    """
     s = sql()
     with conn, conn.cursor() as cur:
         cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (DDL_LOCK,))
         if not role_exists(cur, ANALYST_ROLE):
             cur.execute(s.SQL("CREATE ROLE {} NOLOGIN").format(s.Identifier(ANALYST_ROLE)))
+        cur.execute(
+            s.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
+                s.Identifier(conn.info.dbname), s.Identifier(ANALYST_ROLE)
+            )
+        )
         if login:
             check_safe_name(login, "analyst login")
             verb = "ALTER" if role_exists(cur, login) else "CREATE"
             cur.execute(s.SQL(verb + " ROLE {} LOGIN PASSWORD {}").format(s.Identifier(login), s.Literal(password)))
             cur.execute(s.SQL("GRANT {} TO {}").format(s.Identifier(ANALYST_ROLE), s.Identifier(login)))
             cur.execute(s.SQL("ALTER ROLE {} SET default_transaction_read_only = on").format(s.Identifier(login)))
-    ensure_tables(conn, spec)

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import DAG, Asset, CronTriggerTimetable, Param
 
+from include.nightshift.spec.timeouts import task_kind
 from nightshift_airflow.notifiers import FailureAlert, RunFailureAlert
 
 if TYPE_CHECKING:
@@ -58,6 +59,17 @@ def default_args(spec: ModelSpec) -> dict[str, Any]:
         "retry_exponential_backoff": True,
         "on_failure_callback": [FailureAlert(spec.name, spec.alerts.email_to)],
     }
+
+
+def apply_timeouts(dag: DAG, spec: ModelSpec) -> DAG:
+    """Every task gets an ``execution_timeout`` from ``runs.timeout_minutes`` (by kind, with defaults).
+
+    A task that sets its own (the approval's is the time a person has to answer) keeps it.
+    """
+    for task in dag.tasks:
+        if task.execution_timeout is None:
+            task.execution_timeout = timedelta(minutes=spec.runs.timeout_for(task_kind(task.task_id)))
+    return dag
 
 
 def model_dag(

@@ -9,6 +9,7 @@ from nightshift_airflow.factory.common import (
     LANDING_ROOT,
     REPORTS_ROOT,
     WORK_ROOT,
+    apply_timeouts,
     model_dag,
     optional_date,
     retraining_asset,
@@ -66,4 +67,4 @@ def monitoring_dag(spec: ModelSpec) -> DAG:
             outlets=[retraining_asset(m)],
         )
         resolve >> [drift, performance] >> request
-    return dag
+    return apply_timeouts(dag, spec)

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from airflow.sdk import Param
 
-from nightshift_airflow.factory.common import champion_asset, model_dag
+from nightshift_airflow.factory.common import apply_timeouts, champion_asset, model_dag
 from nightshift_airflow.factory.docs import ROLLBACK_DOC
 from nightshift_airflow.operators.promotion import RollbackChampionOperator
 
@@ -39,4 +39,4 @@ def rollback_dag(spec: ModelSpec) -> DAG:
     description = f"Move @champion of {spec.name} back to an earlier version"
     with model_dag(spec, "rollback", description, doc, params, max_active_runs=1, schedule=None) as dag:
         RollbackChampionOperator(task_id="rollback", model=spec.name, outlets=[champion_asset(spec.name)])
-    return dag
+    return apply_timeouts(dag, spec)

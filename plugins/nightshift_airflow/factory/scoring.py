@@ -13,6 +13,7 @@ from nightshift_airflow.factory.common import (
     LANDING_ROOT,
     SCORING_POOL,
     WORK_ROOT,
+    apply_timeouts,
     model_dag,
     optional_date,
     scores_asset,
@@ -89,4 +90,4 @@ def scoring_dag(spec: ModelSpec) -> DAG:
     deadline = scores_deadline(spec)
     with model_dag(spec, "scoring", description, doc, params, max_active_runs=3, deadline=deadline) as dag:
         _scoring_tasks(spec)
-    return dag
+    return apply_timeouts(dag, spec)

@@ -12,6 +12,7 @@ from nightshift_airflow.factory.common import (
     LANDING_ROOT,
     TRAINING_POOL,
     WORK_ROOT,
+    apply_timeouts,
     champion_asset,
     cron,
     model_dag,
@@ -158,4 +159,4 @@ def training_dag(spec: ModelSpec) -> DAG:
     params = training_params(spec)
     with model_dag(spec, "training", description, doc, params, max_active_runs=1, schedule=schedule) as dag:
         _training_tasks(spec)
-    return dag
+    return apply_timeouts(dag, spec)

@@ -14,9 +14,9 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowFailException
 
 from nightshift_airflow.hooks import AWS_CONN_ID, MLFLOW_CONN_ID, POSTGRES_CONN_ID
+from nightshift_airflow.operators.failures import final_on_bad_input, services_answer
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -30,17 +30,6 @@ if TYPE_CHECKING:
     from include.nightshift.spec import ModelSpec
     from include.nightshift.storage import Storage
     from nightshift_airflow.hooks import MlflowHook, WarehouseHook
-
-
-@contextmanager
-def final_on_bad_input() -> Iterator[None]:
-    """Bad data and bad config fail the task at once (no retry); anything else may be retried."""
-    from include.nightshift.errors import FINAL_ERRORS
-
-    try:
-        yield
-    except FINAL_ERRORS as exc:
-        raise AirflowFailException(str(exc)) from exc
 
 
 def run_slug(run_id: str) -> str:
@@ -124,8 +113,17 @@ class NightshiftOperator(BaseOperator):
 
     @contextmanager
     def warehouse(self) -> Iterator[connection]:
-        """A new psycopg2 connection to the warehouse, closed on exit."""
-        with closing(self.warehouse_hook.get_conn()) as conn:
+        """A new psycopg2 connection to the warehouse, closed on exit (retryable error when it does not answer)."""
+        import psycopg2
+
+        from nightshift_airflow.operators.failures import warehouse_unreachable
+
+        try:
+            opened = self.warehouse_hook.get_conn()
+        except psycopg2.OperationalError as exc:
+            airflow_conn = self.warehouse_hook.get_connection(self.postgres_conn_id)
+            raise warehouse_unreachable(self.postgres_conn_id, airflow_conn, exc) from exc
+        with closing(opened) as conn:
             yield conn
 
     @cached_property
@@ -145,7 +143,7 @@ class NightshiftOperator(BaseOperator):
         return self.spec
 
     def execute(self, context: Context) -> Any:
-        with final_on_bad_input():
+        with final_on_bad_input(), services_answer(self):
             return self.run(context, self.effective_spec())
 
     def run(self, context: Context, spec: ModelSpec) -> Any:  # pragma: no cover - abstract

@@ -314,6 +314,42 @@ def test_the_gx_validation_result_link_opens_the_suites_result(e2e_env):
     assert "GX suite churn_scored_output" in page and 'data-field="verdict">passed<' in page
     assert 'data-field="rows">2000<' in page
     assert "expect_column_values_to_be_between(column=score" in page, page[:3000]
+    assert 'data-field="result-uri">file://' in page and "/validation/churn_scoring/" in page
+
+
+def test_the_result_page_refuses_a_summary_xcom_written_over_the_api(e2e_env):
+    """XComs can be written over the REST API: a ``summary`` naming the stack's secrets file (or a forged
+    result elsewhere) is refused by the page, and nothing of either file is shown."""
+    from nightshift_airflow.links import URL_PREFIX
+    from scripts.stack.api import api_for
+    from scripts.stack.settings import Stack
+
+    stack = Stack(home=ROOT / ".local-e2e", airflow_port=int(e2e_env["NIGHTSHIFT_AIRFLOW_PORT"]))
+    api = api_for(stack)
+    secrets_file = ROOT / ".local-e2e" / "secrets.json"
+    forged = ROOT / ".local-e2e" / "forged-result.json"  # a GX-shaped file the page would render if it read it
+    canary = "expect_forged_canary_" + os.urandom(6).hex()
+    forged.write_text(json.dumps({"success": True, "expectations": [{"expectation_type": canary, "success": True}]}))
+    run_id = api.call("GET", "/api/v2/dags/churn_scoring/dagRuns?state=success&order_by=-run_after")["dag_runs"][0][
+        "dag_run_id"
+    ]
+    quoted = urllib.parse.quote(run_id, safe="")
+    entry = f"/api/v2/dags/churn_scoring/dagRuns/{quoted}/taskInstances/validate_input/xcomEntries/summary"
+    query = urllib.parse.urlencode({"dag_id": "churn_scoring", "run_id": run_id, "task_id": "validate_input"})
+    secrets = json.loads(secrets_file.read_text())
+    for target in (secrets_file, forged):
+        value = {"suite": "forged", "success": True, "rows": 1, "failures": [], "result_uri": target.as_uri()}
+        api.call("PATCH", entry, {"value": value, "map_index": -1})  # accepted: any editor of runs may do it
+        assert target.as_uri() in json.dumps(api.call("GET", entry))
+
+        req = urllib.request.Request(
+            f"{stack.airflow_url}{URL_PREFIX}/validation?{query}", headers={"Authorization": f"Bearer {api.token()}"}
+        )
+        with urllib.request.urlopen(req, timeout=30) as r:
+            page = r.read().decode()
+        assert 'data-field="problem">refused: the task&#39;s summary names its full result at' in page, page[:3000]
+        assert canary not in page and 'data-field="verdict">failed<' in page
+        assert not [k for k, v in secrets.items() if v and v in page], "a secret reached the page"
 
 
 def test_the_nightshift_page_shows_each_model_behind_the_login(e2e_env, tmp_path):

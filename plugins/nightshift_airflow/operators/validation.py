@@ -15,13 +15,18 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk.exceptions import AirflowFailException
 
 from nightshift_airflow.links import GXValidationResultLink, validation_url
-from nightshift_airflow.operators.base import DataOperator, NightshiftOperator, run_slug
+from nightshift_airflow.operators.base import DataOperator, NightshiftOperator
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from include.nightshift.spec import ModelSpec
     from include.nightshift.validation import Stage, ValidationReport
+
+
+def _map_index(ti: Any) -> int:
+    index = getattr(ti, "map_index", None)
+    return -1 if index is None else int(index)
 
 
 class _ValidateOperator(NightshiftOperator):
@@ -57,7 +62,7 @@ class _ValidateOperator(NightshiftOperator):
         ti.xcom_push(key="summary", value=summary)
         ti.xcom_push(
             key=GXValidationResultLink.url_key,
-            value=validation_url(ti.dag_id, ti.run_id, ti.task_id, getattr(ti, "map_index", -1)),
+            value=validation_url(ti.dag_id, ti.run_id, ti.task_id, _map_index(ti)),
         )
         if not report.success:
             self.on_failure(spec)
@@ -73,9 +78,12 @@ class _ValidateOperator(NightshiftOperator):
     def _save(self, context: Context, spec: ModelSpec, report: ValidationReport) -> str | None:
         if not self.work_root:
             return None
-        from include.nightshift.storage import join_uri
+        from include.nightshift.validation import TaskKey, result_uri
 
-        uri = join_uri(self.work_root, spec.name, "validation", run_slug(context["run_id"]), f"{report.suite}.json")
+        ti = context["ti"]
+        key = TaskKey(ti.dag_id, ti.run_id, ti.task_id, _map_index(ti))
+        # The result page derives this same location from the task's identity (never from the XCom).
+        uri = result_uri(self.work_root, key)
         return self.storage.write_bytes(json.dumps(report.result, indent=1, default=str).encode(), uri)
 
 

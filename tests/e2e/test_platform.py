@@ -472,6 +472,38 @@ def test_a_failed_run_reports_the_task_and_its_error(e2e_env):
 
     assert list(errors) == ["resolve_run"]
     assert "'force_reason' is empty" in errors["resolve_run"]
+    # The failed try's log ends with the one error that says what broke and what to do.
+    (ti,) = [t for t in api.task_instances("churn_training", run_id) if t["task_id"] == "resolve_run"]
+    logged = api.task_log("churn_training", run_id, "resolve_run", ti["try_number"])
+    errors_logged = [e for e in logged if e.get("level") in ("error", "critical")]
+    assert errors_logged and "'force_reason' is empty" in json.dumps(errors_logged[-1]), errors_logged[-3:]
+
+
+def test_the_logs_of_a_successful_scoring_run_hold_no_error_and_no_warning_flood(e2e_env):
+    """What on-call reads: the structured log of every task of a scoring run (each shard too) that
+    succeeded has no line at level error and at most a handful of warnings (skops' shim warnings, GX's
+    and MLflow's progress bars are silenced at their source)."""
+    from scripts.stack.api import api_for
+    from scripts.stack.settings import Stack
+
+    api = api_for(Stack(home=ROOT / ".local-e2e", airflow_port=int(e2e_env["NIGHTSHIFT_AIRFLOW_PORT"])))
+    runs = api.call("GET", "/api/v2/dags/churn_scoring/dagRuns?state=success&order_by=-run_after")["dag_runs"]
+    run_id = runs[0]["dag_run_id"]
+    seen, noisy = set(), {}
+    for ti in api.task_instances("churn_scoring", run_id):
+        assert ti["state"] in ("success", "skipped"), ti
+        if ti["state"] != "success":
+            continue
+        events = api.task_log("churn_scoring", run_id, ti["task_id"], ti["try_number"], ti["map_index"])
+        assert events, f"no log for {ti['task_id']}"
+        seen.add(ti["task_id"])
+        levels = [str(e.get("level", "")).lower() for e in events]
+        errors = [e for e, lv in zip(events, levels, strict=True) if lv in ("error", "critical")]
+        warned = [e for e, lv in zip(events, levels, strict=True) if lv == "warning"]
+        if errors or len(warned) > 5:
+            noisy[(ti["task_id"], ti["map_index"])] = [str(e.get("event"))[:200] for e in (errors or warned)[:5]]
+    assert {"resolve_run", "validate_input", "score", "validate_output", "publish"} <= seen, seen
+    assert noisy == {}, noisy
 
 
 @pytest.fixture(scope="module")

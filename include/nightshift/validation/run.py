@@ -73,10 +73,15 @@ class ValidationReport:
 
 def _context() -> Any:
     import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
 
     # GX logs every docs decorator it registers at INFO; keep task logs for what matters.
     logging.getLogger("great_expectations").setLevel(logging.WARNING)
-    return gx.get_context(mode="ephemeral")
+    context = gx.get_context(mode="ephemeral")
+    # GX draws a tqdm "Calculating Metrics" bar on stderr per validation, which a task log keeps as
+    # hundreds of carriage-return lines: off at its source, in the context's own setting.
+    context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+    return context
 
 
 def validate_frame(spec: ModelSpec, stage: Stage, frame: pd.DataFrame, gx_dir: Path = GX_DIR) -> ValidationReport:

@@ -168,11 +168,12 @@ class ScoreShardOperator(_ScoringStep):
         import mlflow
 
         from include.nightshift import scoring
+        from include.nightshift.evaluation import load_model
 
         mlflow.set_tracking_uri(self.mlflow.tracking_uri)
         mlflow.set_registry_uri(self.mlflow.tracking_uri)
         # Pinned by version at the start of the run: a promotion meanwhile does not change this run.
-        model = mlflow.sklearn.load_model(self.facts.model_uri)
+        model = load_model(self.facts.model_uri)
         job = scoring.ShardJob(
             spec=spec,
             tables=self.tables,

@@ -54,8 +54,17 @@ class _ValidateOperator(NightshiftOperator):
     def on_failure(self, spec: ModelSpec) -> None:
         """Called before the task fails on a failed suite (scoring gives its date back here)."""
 
+    def checked(self, spec: ModelSpec) -> list[tuple[str, str]]:  # pragma: no cover - abstract
+        """The OpenLineage datasets the suite checked (its result rides on them as a data-quality facet)."""
+        raise NotImplementedError
+
     def run(self, context: Context, spec: ModelSpec) -> dict[str, Any]:
         report = self.validate(spec)
+        from include.nightshift.lineage import quality_assertions
+
+        facet = quality_assertions(report.result)
+        for dataset in self.checked(spec):
+            self.lineage.read(dataset, dataQualityAssertions=facet)
         where = self._save(context, spec, report)
         summary = report.summary(where)
         ti = context["ti"]
@@ -104,6 +113,7 @@ class ValidateLandingOperator(DataOperator, _ValidateOperator):
         super().__init__(stage=stage, work_root=work_root, **kwargs)
         self.resolved = resolved
         self.landing_root = landing_root
+        self._uris: list[str] = []
 
     def validate(self, spec: ModelSpec) -> ValidationReport:
         from include.nightshift import datasets, validation
@@ -112,8 +122,14 @@ class ValidateLandingOperator(DataOperator, _ValidateOperator):
         kind = "features" if self.stage == "raw_features" else "labels"
         uris = datasets.partition_uris(spec, self.paths, window.days, kind)
         datasets.require_partitions(self.storage, uris, kind)
+        self._uris = list(uris.values())
         frame = validation.read_stage(self.storage, spec, self.stage, uris)
         return validation.validate_frame(spec, self.stage, frame)
+
+    def checked(self, spec: ModelSpec) -> list[tuple[str, str]]:
+        from include.nightshift.lineage import file_dataset
+
+        return [file_dataset(uri) for uri in self._uris]
 
 
 class ValidateTrainingSetOperator(_ValidateOperator):
@@ -140,6 +156,11 @@ class ValidateTrainingSetOperator(_ValidateOperator):
             df[validation.SOURCE_COLUMN] = self.training_set[key]
             parts.append(df)
         return validation.validate_frame(spec, self.stage, pd.concat(parts, ignore_index=True))
+
+    def checked(self, spec: ModelSpec) -> list[tuple[str, str]]:
+        from include.nightshift.lineage import file_dataset
+
+        return [file_dataset(self.training_set[key]) for key in ("train_uri", "holdout_uri")]
 
 
 class _ScoringValidation(_ValidateOperator):
@@ -193,6 +214,11 @@ class ValidateScoringInputOperator(_ScoringValidation):
         frame = scoring.read_sample(self.storage, spec, self.resolved["input_uri"], self.day, rows)
         return validation.validate_frame(spec, self.stage, frame)
 
+    def checked(self, spec: ModelSpec) -> list[tuple[str, str]]:
+        from include.nightshift.lineage import file_dataset
+
+        return [file_dataset(self.resolved["input_uri"])]
+
 
 class ValidateScoredOutputOperator(_ScoringValidation):
     """Validate the day's staged rows in PostgreSQL, in the database, before they are published.
@@ -225,3 +251,6 @@ class ValidateScoredOutputOperator(_ScoringValidation):
         return validation.validate_table(
             spec, self.stage, url, self.scored["staging_schema"], self.scored["staged_table"], expected
         )
+
+    def checked(self, spec: ModelSpec) -> list[tuple[str, str]]:
+        return [self.table(self.scored["staging_schema"], self.scored["staged_table"])]

@@ -115,6 +115,10 @@ def airflow_env(stack: Stack, server: str, secrets: dict[str, str]) -> dict[str,
     env.update(_airflow_core(stack, netloc, secrets))
     env.update(_nightshift_settings(stack, server))
     env.update(openlineage_env(stack))
+    # The tasks' Execution API token lifetime (Airflow's default when unset); the e2e stack shortens it
+    # to show that a task outliving its token still finishes.
+    if os.environ.get("NIGHTSHIFT_EXECUTION_TOKEN_SECONDS"):
+        env["AIRFLOW__EXECUTION_API__JWT_EXPIRATION_TIME"] = os.environ["NIGHTSHIFT_EXECUTION_TOKEN_SECONDS"]
     if stack.executor == "CeleryExecutor":
         env.update(
             {

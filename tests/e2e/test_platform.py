@@ -22,6 +22,27 @@ from tests.conftest import ROOT, free_port
 pytestmark = pytest.mark.e2e
 
 ONCALL = "ml-oncall@example.com"
+TOKEN_SECONDS = 60
+# A YAML-only model whose SQL landing outlasts the Execution API token (pg_sleep), reads through a
+# connection holding the secret canaries, and has a one-minute scoring deadline. It is never trained.
+SLOW_SQL_SPEC = f"""
+name: slow_sql
+entity_key: customer_id
+landing:
+  conn_id: canary_src
+  features_query: |
+    SELECT v.customer_id, v.tenure_months FROM (SELECT pg_sleep({TOKEN_SECONDS + 20})) s,
+      (VALUES (1, 5), (2, 7)) v(customer_id, tenure_months) WHERE %(date)s::date IS NOT NULL
+  labels_query: SELECT 1 AS customer_id, 0 AS churned WHERE %(date)s::date IS NOT NULL
+features:
+  - {{name: tenure_months, type: int, min: 0, max: 120}}
+target: {{name: churned, label_delay_days: 7}}
+training: {{algorithm: logistic_regression, window_days: 10, holdout_days: 2, min_training_rows: 500}}
+gate: {{floors: {{roc_auc: 0.6}}}}
+monitoring: {{scores_due_minutes: 1}}
+alerts: {{email_to: [{ONCALL}]}}
+runs: {{retries: 0}}
+"""
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +54,8 @@ def e2e_env():
             "NIGHTSHIFT_DB_PREFIX": "nse2e",
             "NIGHTSHIFT_AIRFLOW_PORT": str(free_port()),
             "NIGHTSHIFT_MLFLOW_PORT": str(free_port()),
+            # Shorter than the slow SQL landing below: a task must outlive its Execution API token.
+            "NIGHTSHIFT_EXECUTION_TOKEN_SECONDS": str(TOKEN_SECONDS),
         }
     )
     for key in ("NIGHTSHIFT_DB_URL", "NIGHTSHIFT_PG_PORT"):
@@ -53,6 +76,7 @@ def e2e_env():
     # The multiclass and the regression examples as shipped (the latter lands CSV files).
     for example in ("next_offer", "customer_spend"):
         shutil.copy(ROOT / "include" / "models" / f"{example}.yaml", models / f"{example}.yaml")
+    (models / "slow_sql.yaml").write_text(SLOW_SQL_SPEC)
     env["NIGHTSHIFT_MODELS_DIR"] = str(models)
     server = (
         os.environ.get("NIGHTSHIFT_DB_URL")
@@ -560,6 +584,70 @@ def test_a_final_failure_alerts_on_call_once_through_the_real_scheduler(e2e_env,
     assert "churn_monitoring.resolve_run failed" in mail["Subject"]
     body = mail.get_body(("plain", "html")).get_content()
     assert "2 of 2" in body and run_id in body and "#monitoring-resolve_run" in body
+
+
+def test_a_task_outlives_its_token_leaks_no_secret_and_the_deadline_fires_once(e2e_env, inbox):
+    """One run of ``slow_sql_scoring`` (never trained) on the live scheduler:
+
+    - its SQL landing sleeps longer than the Execution API token lives (``TOKEN_SECONDS``) and succeeds;
+    - the password of the connection it reads through, and a token under an innocent extra key
+      (``application_name``, sent to the server on every connect), appear nowhere in the run's task
+      logs, rendered fields, XComs, REST API responses, alerts or mails;
+    - the one-minute scoring deadline fires from the scheduler (the triggerer), once for the run.
+    """
+    import time
+
+    from scripts.stack.api import api_for
+    from scripts.stack.settings import Stack
+
+    api = api_for(Stack(home=ROOT / ".local-e2e", airflow_port=int(e2e_env["NIGHTSHIFT_AIRFLOW_PORT"])))
+    password, token = "pw-" + os.urandom(12).hex(), "tk-" + os.urandom(12).hex()
+    api.call(
+        "POST",
+        "/api/v2/connections",
+        {
+            "connection_id": "canary_src",
+            "conn_type": "postgres",
+            "host": "127.0.0.1",
+            "port": int(os.environ.get("NIGHTSHIFT_PG_PORT", "5432")),
+            "login": "postgres",
+            "password": password,
+            "schema": "nse2e_warehouse",
+            "extra": json.dumps({"application_name": token}),
+        },
+    )
+    dag = "slow_sql_scoring"
+    api.wait_for_dag(dag)
+    run_id = api.trigger(dag, conf={"run_date": "2020-03-02"})
+    assert api.wait_for_run(dag, run_id, timeout=600)["state"] == "failed"  # no champion: resolve_run fails
+
+    tis = {t["task_id"]: t for t in api.task_instances(dag, run_id)}
+    assert tis["land"]["state"] == "success", api.failed_task_errors(dag, run_id)
+    assert tis["land"]["duration"] > TOKEN_SECONDS + 10, tis["land"]
+    assert tis["resolve_run"]["state"] == "failed"
+
+    rows = _alerts_for(run_id, until=lambda rs: {"deadline_missed", "task_failure"} <= {r[0] for r in rs})
+    time.sleep(5)  # a second firing would come within seconds
+    rows = _alerts_for(run_id, until=lambda rs: True)
+    assert [r[0] for r in rows].count("deadline_missed") == 1, rows
+    assert [r[0] for r in rows].count("task_failure") == 1, rows
+
+    quoted = urllib.parse.quote(run_id, safe="")
+    seen = [json.dumps(api.call("GET", f"/api/v2/dags/{dag}/dagRuns/{quoted}")), json.dumps(rows)]
+    for task_id, ti in tis.items():
+        base = f"/api/v2/dags/{dag}/dagRuns/{quoted}/taskInstances/{task_id}"
+        seen.append(json.dumps(api.call("GET", base)))  # rendered fields among them
+        seen.append(json.dumps(api.task_log(dag, run_id, task_id, ti["try_number"] or 1)))
+        for entry in api.call("GET", f"{base}/xcomEntries")["xcom_entries"]:
+            seen.append(json.dumps(api.call("GET", f"{base}/xcomEntries/{entry['key']}")))
+    seen.append(json.dumps(api.call("GET", f"/api/v2/eventLogs?dag_id={dag}&limit=100")))
+    mails = inbox.about(run_id)
+    assert mails, "the alerts were mailed"
+    seen += [m.as_string() for m in mails]
+    text = "\n".join(seen)
+    assert "land" in text and run_id in text  # the texts searched are the right ones
+    assert password not in text, "the connection password leaked"
+    assert token not in text, "the token under an innocent key leaked"
 
 
 def test_a_killed_task_still_reaches_on_call(e2e_env, inbox):

@@ -38,6 +38,23 @@ def table_dataset(connection_uri: str, schema: str, table: str) -> tuple[str, st
     return f"postgres://{parts.hostname or 'localhost'}:{parts.port or 5432}", f"{database}.{schema}.{table}"
 
 
+def query_tables(query: str, scheme: str, host: str, port: int | None, database: str) -> list[tuple[str, str]]:
+    """(namespace, name) of each table a SQL source's query reads (OpenLineage's own SQL parser).
+
+    ``scheme`` is the connection's database type (``postgres``, ``mysql``, ...); a table without a schema
+    is in ``public``. A query the parser cannot read names no tables (lineage is best effort).
+    """
+    import re
+
+    from openlineage.common.sql import parse
+
+    literal = re.sub(r"%\(date\)s", "'1970-01-01'", query)  # the parser reads SQL, not driver placeholders
+    meta = parse([literal], dialect=scheme if scheme in ("postgres", "mysql", "snowflake") else "generic")
+    namespace = f"{scheme}://{host}:{port}" if port else f"{scheme}://{host}"
+    tables = meta.in_tables if meta else []
+    return [(namespace, f"{t.database or database}.{t.schema or 'public'}.{t.name}") for t in tables]
+
+
 def model_version_dataset(tracking_uri: str, model: str, version: int | str) -> tuple[str, str]:
     """(namespace, name) of a registered MLflow model version."""
     parts = urllib.parse.urlsplit(tracking_uri)

@@ -52,3 +52,15 @@ def test_gx_results_become_data_quality_assertions_on_the_input():
         ("expect_table_row_count_to_be_between", False, None),
     ]
     assert (wrote.namespace, wrote.name) == ("mlflow://mlflow:5000", "churn/versions/3")
+
+
+def test_a_sql_sources_tables_are_named_by_its_server_and_database():
+    query = (
+        'SELECT f.customer_id, "order" FROM src.features f JOIN customers c USING (customer_id) WHERE day = %(date)s'
+    )
+    tables = lineage.query_tables(query, "postgres", "crm.internal", 5432, "crm")
+    assert sorted(tables) == [
+        ("postgres://crm.internal:5432", "crm.public.customers"),
+        ("postgres://crm.internal:5432", "crm.src.features"),
+    ]
+    assert lineage.query_tables("SELECT pg_sleep(1) WHERE %(date)s IS NOT NULL", "postgres", "h", 5432, "d") == []

@@ -13,6 +13,7 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -481,6 +482,102 @@ def _latest_drift(model: str) -> tuple[str, int, int]:
         (model,),
     )
     return row
+
+
+FAB = "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
+
+
+@pytest.fixture
+def fab_api_server(e2e_env):
+    """A second API server on the stack's metadata DB, with the FAB auth manager: users ``viewer``
+    (role Viewer) and ``reader`` (a role that may read the DAGs of ``churn`` only); yields its URL and
+    their passwords.
+
+    SimpleAuthManager (the stack's) cannot restrict a user per DAG. Switching the whole e2e stack to FAB
+    would change the login every other test and the browser test use; a second server for this test
+    only leaves them as they are (the FAB tables sit unused beside the simple auth manager).
+    """
+    import shlex
+    import time
+
+    env = dict(os.environ)
+    for line in (ROOT / ".local-e2e" / "env.sh").read_text().splitlines():
+        key, _, value = line.removeprefix("export ").partition("=")
+        env[key] = shlex.split(value)[0] if value else ""
+    port = free_port()
+    env.update(
+        {
+            "AIRFLOW__CORE__AUTH_MANAGER": FAB,
+            "AIRFLOW__API__PORT": str(port),
+            "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
+        }
+    )
+    airflow = str(Path(sys.executable).parent / "airflow")
+    passwords = {"viewer": os.urandom(8).hex(), "reader": os.urandom(8).hex()}
+    for args in (
+        ["db", "migrate"],  # creates FAB's tables
+        ["sync-perm", "--include-dags"],
+        ["roles", "create", "ChurnReader"],
+        [
+            "roles",
+            "add-perms",
+            "ChurnReader",
+            "-r",
+            "DAG:churn_scoring",
+            "DAG:churn_training",
+            "XComs",
+            "-a",
+            "can_read",
+        ],
+        *(
+            ["users", "create", "-u", u, "-p", pw, "-r", role, "-e", f"{u}@example.com", "-f", u, "-l", u]
+            for (u, pw), role in zip(passwords.items(), ("Viewer", "ChurnReader"), strict=True)
+        ),
+    ):
+        done = subprocess.run([airflow, *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=180)
+        assert done.returncode == 0, (args, done.stderr[-2000:])
+    log = (ROOT / ".local-e2e" / "logs" / "fab-api-server.log").open("w")
+    server = subprocess.Popen([airflow, "api-server"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                urllib.request.urlopen(f"{base}/api/v2/monitor/health", timeout=5)
+                break
+            except (urllib.error.URLError, ConnectionError):
+                assert time.monotonic() < deadline and server.poll() is None, "the FAB API server did not start"
+                time.sleep(2)
+        yield base, passwords
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()
+
+
+def test_a_viewer_reads_but_cannot_trigger_and_the_page_shows_only_readable_models(fab_api_server):
+    """Through a real API server with the FAB auth manager: the viewer reads DAGs but a trigger is
+    refused (403); the Nightshift page lists for ``reader`` only the model whose DAGs it may read."""
+    from scripts.stack.api import AirflowApi, ApiError
+
+    base, passwords = fab_api_server
+    viewer, reader = (AirflowApi(base, user, passwords[user]) for user in ("viewer", "reader"))
+
+    assert "churn_scoring" in {d["dag_id"] for d in viewer.call("GET", "/api/v2/dags?limit=100")["dags"]}
+    with pytest.raises(ApiError) as refused:
+        viewer.call("POST", "/api/v2/dags/churn_scoring/dagRuns", {"logical_date": None})
+    assert refused.value.status == 403
+
+    readable = {d["dag_id"] for d in reader.call("GET", "/api/v2/dags?limit=100")["dags"]}
+    assert readable == {"churn_scoring", "churn_training"}, readable
+    seen_by_viewer = {m["model"] for m in viewer.call("GET", "/nightshift/api/models")["models"]}
+    seen_by_reader = {m["model"] for m in reader.call("GET", "/nightshift/api/models")["models"]}
+    assert {"churn", "churn_approved", "next_offer"} <= seen_by_viewer
+    assert seen_by_reader == {"churn"}, seen_by_reader
+    for dag_id, status in (("next_offer_scoring", 403), ("churn_scoring", 404)):  # nor another model's results
+        with pytest.raises(ApiError) as hidden:
+            reader.call("GET", f"/nightshift/validation?dag_id={dag_id}&run_id=none&task_id=validate_input")
+        assert hidden.value.status == status, (dag_id, hidden.value)
 
 
 def test_a_failed_run_reports_the_task_and_its_error(e2e_env):

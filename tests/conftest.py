@@ -8,6 +8,7 @@ port, and an Airflow metadata DB. Its Airflow settings are put in the environmen
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from contextlib import contextmanager
@@ -110,6 +111,12 @@ def pytest_configure(config: pytest.Config) -> None:
     env = airflow_env(stack, server_url(stack), ensure_secrets(stack))
     env["NIGHTSHIFT_LANDING_ROOT"] = env["AIRFLOW_VAR_NIGHTSHIFT_LANDING_ROOT"] = stack.landing_root
     env["NIGHTSHIFT_WORK_ROOT"] = env["AIRFLOW_VAR_NIGHTSHIFT_WORK_ROOT"] = stack.work_root
+    # OpenLineage to the file transport (services.openlineage_env); in a thread, not the listener's
+    # default forked process, which hung under pytest (the integration suite took 36 minutes).
+    env["AIRFLOW__OPENLINEAGE__TRANSPORT"] = json.dumps(
+        {"type": "file", "log_file_path": str(stack.openlineage_file), "append": True}
+    )
+    env["AIRFLOW__OPENLINEAGE__EXECUTE_IN_THREAD"] = "True"
     os.environ.update({k: v for k, v in env.items() if k not in ("PATH",)})
     config.nightshift_stack = stack  # type: ignore[attr-defined]
 
@@ -138,7 +145,7 @@ def platform(stack: Stack):
     server = postgres.ensure_postgres(stack)
     postgres.ensure_databases(server, [stack.db("airflow"), stack.db("mlflow"), stack.db("warehouse")], reset=True)
     postgres.ensure_writer(stack, server)  # the login every DAG connects as
-    for sub in ("data", "mlflow-artifacts", "airflow", "logs"):
+    for sub in ("data", "mlflow-artifacts", "airflow", "logs", "openlineage"):
         shutil.rmtree(stack.home / sub, ignore_errors=True)
     secrets = ensure_secrets(stack)
     services.start_mlflow(stack, server)

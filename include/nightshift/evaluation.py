@@ -8,12 +8,16 @@ not compared and the reason goes into the gate's record.
 
 from __future__ import annotations
 
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from include.nightshift.registry import CHAMPION, TAG, get_alias
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     import pandas as pd
     from mlflow import MlflowClient
 
@@ -30,10 +34,27 @@ class Evaluation:
     champion_note: str | None = None
 
 
+@contextmanager
+def quiet_skops_load() -> Iterator[None]:
+    """Silence, while a model loads, the warnings skops trips in Airflow's deprecated-attribute shims.
+
+    skops looks up the module of an object without ``__module__`` (a ufunc) by ``getattr`` on every
+    module in ``sys.modules``; in a task process that includes Airflow's compatibility modules
+    (``airflow.macros``, ``airflow.operators``, ...), each of which warns ``DeprecatedImportWarning`` (a
+    ``FutureWarning``) per name asked: about 1,160 log lines for one ``score`` task. Only that warning,
+    only when skops is the caller, only during the load; every other warning still shows.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"The `airflow\.", category=FutureWarning, module=r"skops\.")
+        yield
+
+
 def load_model(model_uri: str) -> Any:
+    """A registered scikit-learn model (skops format), without skops' warning flood in the task log."""
     import mlflow
 
-    return mlflow.sklearn.load_model(model_uri)
+    with quiet_skops_load():
+        return mlflow.sklearn.load_model(model_uri)
 
 
 def _champion_metrics(

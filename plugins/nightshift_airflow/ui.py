@@ -24,7 +24,10 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from nightshift_airflow.links import airflow_base_url
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from include.nightshift.overview import ModelOverview
+    from include.nightshift.validation import TaskKey
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +75,13 @@ def render_validation(
     rows: list[dict[str, Any]],
     problem: str | None,
     task_url: str,
+    result_uri: str | None = None,
 ) -> str:
-    """A task's GX result page: the summary, and ``rows`` from ``validation.expectation_rows``."""
+    """A task's GX result page: the summary, ``rows`` from ``validation.expectation_rows``, and where the
+    full result was read (``result_uri``, derived by the platform, not the summary's)."""
     values = {"dag_id": dag_id, "run_id": run_id, "task_id": task_id, "summary": summary, "rows": rows}
-    return _templates().get_template("validation.html").render(**values, problem=problem, task_url=task_url)
+    template = _templates().get_template("validation.html")
+    return template.render(**values, problem=problem, task_url=task_url, result_uri=result_uri)
 
 
 def _when(value: datetime | None) -> str:
@@ -159,35 +165,97 @@ async def overview_json(request: Request) -> Response:
     return JSONResponse({"models": [m.as_dict() for m in models], "mlflow_url": mlflow_url, "problems": problems})
 
 
-def _validation(dag_id: str, run_id: str, task_id: str, map_index: int) -> tuple[dict | None, dict, str | None]:
-    """Blocking: the task's summary (XCom ``summary``), its full GX result and a problem reading it.
+# What the result page shows of a summary XCom (untrusted: only these keys, with these defaults).
+_SUMMARY_KEYS: dict[str, Any] = {
+    "suite": None,
+    "success": False,
+    "statistics": {},
+    "rows": None,
+    "failures": [],
+    "result_uri": None,
+}
 
-    The full result is the JSON file the task wrote under the work root (``summary["result_uri"]``,
-    ``file://`` or ``s3://`` through the ``aws_default`` connection); the task's return value is the
-    summary, not the result.
-    """
-    import json
 
+def _shown(summary: dict[str, Any]) -> dict[str, Any]:
+    shown = {k: summary.get(k, default) for k, default in _SUMMARY_KEYS.items()}
+    for k in ("statistics", "failures"):  # a value of the wrong type is dropped, not rendered
+        if not isinstance(shown[k], type(_SUMMARY_KEYS[k])):
+            shown[k] = _SUMMARY_KEYS[k]
+    return shown
+
+
+def _work_root() -> str | None:
+    from airflow.models.variable import Variable
+
+    return Variable.get("nightshift_work_root", default_var=None) or None
+
+
+def _summary_xcom(key: TaskKey) -> Any:
+    """Blocking: the task's XCom ``summary`` as stored (any JSON value: it is untrusted), or None."""
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
 
-    from nightshift_airflow.hooks import storage_from_connection
-
     with create_session() as session:
         query = XComModel.get_many(
-            run_id=run_id, key="summary", dag_ids=dag_id, task_ids=task_id, map_indexes=map_index, limit=1
+            run_id=key.run_id,
+            key="summary",
+            dag_ids=key.dag_id,
+            task_ids=key.task_id,
+            map_indexes=key.map_index,
+            limit=1,
         )
         row = session.scalars(query).first()
-        summary = XComModel.deserialize_value(row) if row is not None else None
-    if not summary:
-        return None, {}, None
-    uri = summary.get("result_uri")
-    if not uri:
-        return summary, {}, "the task kept no full result (no work root); the failed rules are listed above"
+        return XComModel.deserialize_value(row) if row is not None else None
+
+
+def read_result(
+    stored: Any, key: TaskKey, work_root: str | None, read_bytes: Callable[[str], bytes]
+) -> tuple[dict[str, Any], dict[str, Any], str | None, str | None]:
+    """A task's summary, its full GX result, a problem reading it, and where the result was read.
+
+    The full result's location is derived from the work root and the task's identity
+    (``validation.result_uri``), the same way the task wrote it. The summary's own ``result_uri`` is
+    untrusted (XComs can be written over the REST API) and never opened: a summary that names another
+    location is refused, and nothing of it is shown.
+    """
+    import json
+
+    from include.nightshift.validation import InvalidTaskKeyError, claimed_elsewhere, result_uri
+
+    if not isinstance(stored, dict):
+        return _shown({}), {}, "the task's summary is not a validation summary; nothing was read", None
+    summary = _shown(stored)
+    if not work_root:
+        return summary, {}, "no work root is set (Variable nightshift_work_root): no full result to read", None
     try:
-        return summary, json.loads(storage_from_connection().read_bytes(uri)), None
+        uri = result_uri(work_root, key)
+    except InvalidTaskKeyError as exc:
+        return summary, {}, str(exc), None
+    claimed = claimed_elsewhere(summary, uri)
+    if claimed is not None:
+        log.warning("refused the summary XCom of %s: it names %s, not %s", key, claimed[:300], uri)
+        problem = (
+            f"refused: the task's summary names its full result at {claimed[:300]}, which is not where the "
+            f"platform keeps it ({uri}); nothing was read. Was the XCom edited?"
+        )
+        return _shown({}), {}, problem, None
+    if not summary["result_uri"]:
+        return summary, {}, "the task kept no full result (no work root); the failed rules are listed above", None
+    try:
+        return summary, json.loads(read_bytes(uri)), None, uri
     except Exception as exc:
-        return summary, {}, f"the full result at {uri} could not be read: {type(exc).__name__}: {str(exc)[:300]}"
+        return summary, {}, f"the full result at {uri} could not be read: {type(exc).__name__}: {str(exc)[:300]}", uri
+
+
+def _validation(key: TaskKey) -> tuple[dict[str, Any], dict[str, Any], str | None, str | None] | None:
+    """Blocking: :func:`read_result` for the task ``key`` (``file://`` or ``s3://`` through the
+    ``aws_default`` connection), or None when the task has no summary."""
+    from nightshift_airflow.hooks import storage_from_connection
+
+    stored = _summary_xcom(key)
+    if not stored:
+        return None
+    return read_result(stored, key, _work_root(), lambda uri: storage_from_connection().read_bytes(uri))
 
 
 @app.get("/validation", response_class=HTMLResponse, summary="A task's Great Expectations validation result")
@@ -200,15 +268,19 @@ async def validation_page(
 ) -> Response:
     from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
 
-    from include.nightshift.validation import expectation_rows
+    from include.nightshift.validation import InvalidTaskKeyError, TaskKey, expectation_rows
 
     user = await _user(request)
     if user is None:
         return _login(request)
+    try:
+        key = TaskKey(dag_id, run_id, task_id, map_index)
+    except InvalidTaskKeyError as exc:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
     if not _may_read_dag(user, dag_id, DagAccessEntity.XCOM):
         raise HTTPException(status.HTTP_403_FORBIDDEN, f"you may not read the results of {dag_id}")
-    summary, result, problem = await asyncio.to_thread(_validation, dag_id, run_id, task_id, map_index)
-    if summary is None:
+    found = await asyncio.to_thread(_validation, key)
+    if found is None:
         raise HTTPException(
             status.HTTP_404_NOT_FOUND, f"no validation result for {dag_id}.{task_id} in run {run_id} (yet)"
         )
@@ -216,7 +288,9 @@ async def validation_page(
         f"{airflow_base_url()}/dags/{urllib.parse.quote(dag_id)}/runs/{urllib.parse.quote(run_id, safe='')}"
         f"/tasks/{urllib.parse.quote(task_id)}"
     )
-    html = render_validation(dag_id, run_id, task_id, summary, expectation_rows(result), problem, task_url)
+    summary, result, problem, uri = found
+    rows = expectation_rows(result)
+    html = render_validation(dag_id, run_id, task_id, summary, rows, problem, task_url, uri)
     return HTMLResponse(html, headers={"Cache-Control": "no-store"})
 
 

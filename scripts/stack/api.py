@@ -107,17 +107,21 @@ class AirflowApi:
     def task_states(self, dag_id: str, run_id: str) -> dict[str, str | None]:
         return {ti["task_id"]: ti["state"] for ti in self.task_instances(dag_id, run_id)}
 
+    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int, map_index: int = -1) -> list[dict]:
+        """The structured log events of one try of a task (``event``, ``level``, ``error_detail``, ...)."""
+        path = (
+            f"/api/v2/dags/{dag_id}/dagRuns/{_q(run_id)}/taskInstances/{task_id}/logs/{max(try_number, 1)}"
+            f"?map_index={map_index}"
+        )
+        return [e for e in self.call("GET", path).get("content") or [] if isinstance(e, dict)]
+
     def failed_task_errors(self, dag_id: str, run_id: str) -> dict[str, str]:
         """The exception message of each failed task, read from its structured task log."""
         errors = {}
         for ti in self.task_instances(dag_id, run_id):
             if ti["state"] != "failed":
                 continue
-            path = (
-                f"/api/v2/dags/{dag_id}/dagRuns/{_q(run_id)}/taskInstances/"
-                f"{ti['task_id']}/logs/{max(ti.get('try_number') or 1, 1)}"
-            )
-            events = self.call("GET", path).get("content") or []
+            events = self.task_log(dag_id, run_id, ti["task_id"], ti.get("try_number") or 1, ti.get("map_index", -1))
             details = [d for e in events if isinstance(e, dict) for d in e.get("error_detail") or []]
             errors[ti["task_id"]] = details[0]["exc_value"] if details else "(no error in the task log)"
         return errors

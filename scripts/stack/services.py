@@ -102,6 +102,16 @@ def _nightshift_settings(stack: Stack, server: str, secrets: dict[str, str]) -> 
     }
 
 
+def openlineage_env(stack: Stack) -> dict[str, str]:
+    """The OpenLineage provider's settings: events to ``NIGHTSHIFT_OPENLINEAGE_TRANSPORT`` (a transport
+    as JSON, e.g. Marquez's HTTP endpoint, see README), by default a JSON-lines file in the stack home."""
+    default = {"type": "file", "log_file_path": str(stack.openlineage_file), "append": True}
+    return {
+        "AIRFLOW__OPENLINEAGE__NAMESPACE": os.environ.get("NIGHTSHIFT_OPENLINEAGE_NAMESPACE", "nightshift"),
+        "AIRFLOW__OPENLINEAGE__TRANSPORT": os.environ.get("NIGHTSHIFT_OPENLINEAGE_TRANSPORT") or json.dumps(default),
+    }
+
+
 def airflow_env(stack: Stack, server: str, secrets: dict[str, str]) -> dict[str, str]:
     """The environment of every Airflow process of the stack (and of its CLI, see ``make env``)."""
     netloc = urllib.parse.urlsplit(server).netloc
@@ -109,6 +119,11 @@ def airflow_env(stack: Stack, server: str, secrets: dict[str, str]) -> dict[str,
     env.update(_airflow_core(stack, netloc, secrets))
     env.update(_nightshift_settings(stack, server, secrets))
     env.update(MLFLOW_CLIENT_ENV)
+    env.update(openlineage_env(stack))
+    # The tasks' Execution API token lifetime (Airflow's default when unset); the e2e stack shortens it
+    # to show that a task outliving its token still finishes.
+    if os.environ.get("NIGHTSHIFT_EXECUTION_TOKEN_SECONDS"):
+        env["AIRFLOW__EXECUTION_API__JWT_EXPIRATION_TIME"] = os.environ["NIGHTSHIFT_EXECUTION_TOKEN_SECONDS"]
     if stack.executor == "CeleryExecutor":
         env.update(
             {
@@ -223,6 +238,7 @@ def airflow_cli(env: dict[str, str], *args: str, what: str) -> None:
 
 def prepare_airflow(stack: Stack, env: dict[str, str], admin_password: str) -> None:
     """Migrate the metadata DB, apply airflow_settings.yaml and write the login."""
+    stack.openlineage_file.parent.mkdir(parents=True, exist_ok=True)  # the file transport's directory
     log.info("migrating the Airflow metadata database")
     airflow_cli(env, "db", "migrate", what="Airflow metadata migration")
     res = subprocess.run(

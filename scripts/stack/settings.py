@@ -5,7 +5,9 @@ to use, e.g. postgresql://postgres@127.0.0.1:5432), NIGHTSHIFT_PG_PORT (where to
 Postgres when no URL is given, default 5432), NIGHTSHIFT_DB_PREFIX (database names, default
 nightshift), NIGHTSHIFT_AIRFLOW_PORT (8080), NIGHTSHIFT_MLFLOW_PORT (5000), NIGHTSHIFT_MODEL (churn),
 NIGHTSHIFT_EXECUTOR (LocalExecutor or CeleryExecutor) and, for Celery, NIGHTSHIFT_REDIS_URL,
-NIGHTSHIFT_CELERY_WORKERS and NIGHTSHIFT_CELERY_CONCURRENCY.
+NIGHTSHIFT_CELERY_WORKERS and NIGHTSHIFT_CELERY_CONCURRENCY; NIGHTSHIFT_OPENLINEAGE_TRANSPORT (an
+OpenLineage transport as JSON; default a file under the home) and NIGHTSHIFT_OPENLINEAGE_NAMESPACE;
+NIGHTSHIFT_EXECUTION_TOKEN_SECONDS (the tasks' Execution API token lifetime; Airflow's default).
 
 Secrets live in ``$NIGHTSHIFT_HOME/secrets.json`` (mode 0600), never in the repo. Reading them
 (:func:`read_secrets`) never writes; :func:`ensure_secrets`, called when the stack comes up, creates
@@ -101,6 +103,11 @@ class Stack:
     @property
     def pg_dir(self) -> Path:
         return self.home / "pg"
+
+    @property
+    def openlineage_file(self) -> Path:
+        """Where the default (file) OpenLineage transport appends its events, one JSON per line."""
+        return self.home / "openlineage" / "events.jsonl"
 
     @property
     def secrets_file(self) -> Path:

@@ -13,6 +13,7 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -22,6 +23,27 @@ from tests.conftest import ROOT, free_port
 pytestmark = pytest.mark.e2e
 
 ONCALL = "ml-oncall@example.com"
+TOKEN_SECONDS = 60
+# A YAML-only model whose SQL landing outlasts the Execution API token (pg_sleep), reads through a
+# connection holding the secret canaries, and has a one-minute scoring deadline. It is never trained.
+SLOW_SQL_SPEC = f"""
+name: slow_sql
+entity_key: customer_id
+landing:
+  conn_id: canary_src
+  features_query: |
+    SELECT v.customer_id, v.tenure_months FROM (SELECT pg_sleep({TOKEN_SECONDS + 20})) s,
+      (VALUES (1, 5), (2, 7)) v(customer_id, tenure_months) WHERE %(date)s::date IS NOT NULL
+  labels_query: SELECT 1 AS customer_id, 0 AS churned WHERE %(date)s::date IS NOT NULL
+features:
+  - {{name: tenure_months, type: int, min: 0, max: 120}}
+target: {{name: churned, label_delay_days: 7}}
+training: {{algorithm: logistic_regression, window_days: 10, holdout_days: 2, min_training_rows: 500}}
+gate: {{floors: {{roc_auc: 0.6}}}}
+monitoring: {{scores_due_minutes: 1}}
+alerts: {{email_to: [{ONCALL}]}}
+runs: {{retries: 0}}
+"""
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +55,8 @@ def e2e_env():
             "NIGHTSHIFT_DB_PREFIX": "nse2e",
             "NIGHTSHIFT_AIRFLOW_PORT": str(free_port()),
             "NIGHTSHIFT_MLFLOW_PORT": str(free_port()),
+            # Shorter than the slow SQL landing below: a task must outlive its Execution API token.
+            "NIGHTSHIFT_EXECUTION_TOKEN_SECONDS": str(TOKEN_SECONDS),
         }
     )
     for key in ("NIGHTSHIFT_DB_URL", "NIGHTSHIFT_PG_PORT"):
@@ -53,6 +77,7 @@ def e2e_env():
     # The multiclass and the regression examples as shipped (the latter lands CSV files).
     for example in ("next_offer", "customer_spend"):
         shutil.copy(ROOT / "include" / "models" / f"{example}.yaml", models / f"{example}.yaml")
+    (models / "slow_sql.yaml").write_text(SLOW_SQL_SPEC)
     env["NIGHTSHIFT_MODELS_DIR"] = str(models)
     server = (
         os.environ.get("NIGHTSHIFT_DB_URL")
@@ -314,6 +339,42 @@ def test_the_gx_validation_result_link_opens_the_suites_result(e2e_env):
     assert "GX suite churn_scored_output" in page and 'data-field="verdict">passed<' in page
     assert 'data-field="rows">2000<' in page
     assert "expect_column_values_to_be_between(column=score" in page, page[:3000]
+    assert 'data-field="result-uri">file://' in page and "/validation/churn_scoring/" in page
+
+
+def test_the_result_page_refuses_a_summary_xcom_written_over_the_api(e2e_env):
+    """XComs can be written over the REST API: a ``summary`` naming the stack's secrets file (or a forged
+    result elsewhere) is refused by the page, and nothing of either file is shown."""
+    from nightshift_airflow.links import URL_PREFIX
+    from scripts.stack.api import api_for
+    from scripts.stack.settings import Stack
+
+    stack = Stack(home=ROOT / ".local-e2e", airflow_port=int(e2e_env["NIGHTSHIFT_AIRFLOW_PORT"]))
+    api = api_for(stack)
+    secrets_file = ROOT / ".local-e2e" / "secrets.json"
+    forged = ROOT / ".local-e2e" / "forged-result.json"  # a GX-shaped file the page would render if it read it
+    canary = "expect_forged_canary_" + os.urandom(6).hex()
+    forged.write_text(json.dumps({"success": True, "expectations": [{"expectation_type": canary, "success": True}]}))
+    run_id = api.call("GET", "/api/v2/dags/churn_scoring/dagRuns?state=success&order_by=-run_after")["dag_runs"][0][
+        "dag_run_id"
+    ]
+    quoted = urllib.parse.quote(run_id, safe="")
+    entry = f"/api/v2/dags/churn_scoring/dagRuns/{quoted}/taskInstances/validate_input/xcomEntries/summary"
+    query = urllib.parse.urlencode({"dag_id": "churn_scoring", "run_id": run_id, "task_id": "validate_input"})
+    secrets = json.loads(secrets_file.read_text())
+    for target in (secrets_file, forged):
+        value = {"suite": "forged", "success": True, "rows": 1, "failures": [], "result_uri": target.as_uri()}
+        api.call("PATCH", entry, {"value": value, "map_index": -1})  # accepted: any editor of runs may do it
+        assert target.as_uri() in json.dumps(api.call("GET", entry))
+
+        req = urllib.request.Request(
+            f"{stack.airflow_url}{URL_PREFIX}/validation?{query}", headers={"Authorization": f"Bearer {api.token()}"}
+        )
+        with urllib.request.urlopen(req, timeout=30) as r:
+            page = r.read().decode()
+        assert 'data-field="problem">refused: the task&#39;s summary names its full result at' in page, page[:3000]
+        assert canary not in page and 'data-field="verdict">failed<' in page
+        assert not [k for k, v in secrets.items() if v and v in page], "a secret reached the page"
 
 
 def test_the_nightshift_page_shows_each_model_behind_the_login(e2e_env, tmp_path):
@@ -423,6 +484,102 @@ def _latest_drift(model: str) -> tuple[str, int, int]:
     return row
 
 
+FAB = "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
+
+
+@pytest.fixture
+def fab_api_server(e2e_env):
+    """A second API server on the stack's metadata DB, with the FAB auth manager: users ``viewer``
+    (role Viewer) and ``reader`` (a role that may read the DAGs of ``churn`` only); yields its URL and
+    their passwords.
+
+    SimpleAuthManager (the stack's) cannot restrict a user per DAG. Switching the whole e2e stack to FAB
+    would change the login every other test and the browser test use; a second server for this test
+    only leaves them as they are (the FAB tables sit unused beside the simple auth manager).
+    """
+    import shlex
+    import time
+
+    env = dict(os.environ)
+    for line in (ROOT / ".local-e2e" / "env.sh").read_text().splitlines():
+        key, _, value = line.removeprefix("export ").partition("=")
+        env[key] = shlex.split(value)[0] if value else ""
+    port = free_port()
+    env.update(
+        {
+            "AIRFLOW__CORE__AUTH_MANAGER": FAB,
+            "AIRFLOW__API__PORT": str(port),
+            "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
+        }
+    )
+    airflow = str(Path(sys.executable).parent / "airflow")
+    passwords = {"viewer": os.urandom(8).hex(), "reader": os.urandom(8).hex()}
+    for args in (
+        ["db", "migrate"],  # creates FAB's tables
+        ["sync-perm", "--include-dags"],
+        ["roles", "create", "ChurnReader"],
+        [
+            "roles",
+            "add-perms",
+            "ChurnReader",
+            "-r",
+            "DAG:churn_scoring",
+            "DAG:churn_training",
+            "XComs",
+            "-a",
+            "can_read",
+        ],
+        *(
+            ["users", "create", "-u", u, "-p", pw, "-r", role, "-e", f"{u}@example.com", "-f", u, "-l", u]
+            for (u, pw), role in zip(passwords.items(), ("Viewer", "ChurnReader"), strict=True)
+        ),
+    ):
+        done = subprocess.run([airflow, *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=180)
+        assert done.returncode == 0, (args, done.stderr[-2000:])
+    log = (ROOT / ".local-e2e" / "logs" / "fab-api-server.log").open("w")
+    server = subprocess.Popen([airflow, "api-server"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                urllib.request.urlopen(f"{base}/api/v2/monitor/health", timeout=5)
+                break
+            except (urllib.error.URLError, ConnectionError):
+                assert time.monotonic() < deadline and server.poll() is None, "the FAB API server did not start"
+                time.sleep(2)
+        yield base, passwords
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()
+
+
+def test_a_viewer_reads_but_cannot_trigger_and_the_page_shows_only_readable_models(fab_api_server):
+    """Through a real API server with the FAB auth manager: the viewer reads DAGs but a trigger is
+    refused (403); the Nightshift page lists for ``reader`` only the model whose DAGs it may read."""
+    from scripts.stack.api import AirflowApi, ApiError
+
+    base, passwords = fab_api_server
+    viewer, reader = (AirflowApi(base, user, passwords[user]) for user in ("viewer", "reader"))
+
+    assert "churn_scoring" in {d["dag_id"] for d in viewer.call("GET", "/api/v2/dags?limit=100")["dags"]}
+    with pytest.raises(ApiError) as refused:
+        viewer.call("POST", "/api/v2/dags/churn_scoring/dagRuns", {"logical_date": None})
+    assert refused.value.status == 403
+
+    readable = {d["dag_id"] for d in reader.call("GET", "/api/v2/dags?limit=100")["dags"]}
+    assert readable == {"churn_scoring", "churn_training"}, readable
+    seen_by_viewer = {m["model"] for m in viewer.call("GET", "/nightshift/api/models")["models"]}
+    seen_by_reader = {m["model"] for m in reader.call("GET", "/nightshift/api/models")["models"]}
+    assert {"churn", "churn_approved", "next_offer"} <= seen_by_viewer
+    assert seen_by_reader == {"churn"}, seen_by_reader
+    for dag_id, status in (("next_offer_scoring", 403), ("churn_scoring", 404)):  # nor another model's results
+        with pytest.raises(ApiError) as hidden:
+            reader.call("GET", f"/nightshift/validation?dag_id={dag_id}&run_id=none&task_id=validate_input")
+        assert hidden.value.status == status, (dag_id, hidden.value)
+
+
 def test_a_failed_run_reports_the_task_and_its_error(e2e_env):
     from scripts.stack.api import api_for
     from scripts.stack.settings import Stack
@@ -436,6 +593,38 @@ def test_a_failed_run_reports_the_task_and_its_error(e2e_env):
 
     assert list(errors) == ["resolve_run"]
     assert "'force_reason' is empty" in errors["resolve_run"]
+    # The failed try's log ends with the one error that says what broke and what to do.
+    (ti,) = [t for t in api.task_instances("churn_training", run_id) if t["task_id"] == "resolve_run"]
+    logged = api.task_log("churn_training", run_id, "resolve_run", ti["try_number"])
+    errors_logged = [e for e in logged if e.get("level") in ("error", "critical")]
+    assert errors_logged and "'force_reason' is empty" in json.dumps(errors_logged[-1]), errors_logged[-3:]
+
+
+def test_the_logs_of_a_successful_scoring_run_hold_no_error_and_no_warning_flood(e2e_env):
+    """What on-call reads: the structured log of every task of a scoring run (each shard too) that
+    succeeded has no line at level error and at most a handful of warnings (skops' shim warnings, GX's
+    and MLflow's progress bars are silenced at their source)."""
+    from scripts.stack.api import api_for
+    from scripts.stack.settings import Stack
+
+    api = api_for(Stack(home=ROOT / ".local-e2e", airflow_port=int(e2e_env["NIGHTSHIFT_AIRFLOW_PORT"])))
+    runs = api.call("GET", "/api/v2/dags/churn_scoring/dagRuns?state=success&order_by=-run_after")["dag_runs"]
+    run_id = runs[0]["dag_run_id"]
+    seen, noisy = set(), {}
+    for ti in api.task_instances("churn_scoring", run_id):
+        assert ti["state"] in ("success", "skipped"), ti
+        if ti["state"] != "success":
+            continue
+        events = api.task_log("churn_scoring", run_id, ti["task_id"], ti["try_number"], ti["map_index"])
+        assert events, f"no log for {ti['task_id']}"
+        seen.add(ti["task_id"])
+        levels = [str(e.get("level", "")).lower() for e in events]
+        errors = [e for e, lv in zip(events, levels, strict=True) if lv in ("error", "critical")]
+        warned = [e for e, lv in zip(events, levels, strict=True) if lv == "warning"]
+        if errors or len(warned) > 5:
+            noisy[(ti["task_id"], ti["map_index"])] = [str(e.get("event"))[:200] for e in (errors or warned)[:5]]
+    assert {"resolve_run", "validate_input", "score", "validate_output", "publish"} <= seen, seen
+    assert noisy == {}, noisy
 
 
 @pytest.fixture(scope="module")
@@ -492,6 +681,70 @@ def test_a_final_failure_alerts_on_call_once_through_the_real_scheduler(e2e_env,
     assert "churn_monitoring.resolve_run failed" in mail["Subject"]
     body = mail.get_body(("plain", "html")).get_content()
     assert "2 of 2" in body and run_id in body and "#monitoring-resolve_run" in body
+
+
+def test_a_task_outlives_its_token_leaks_no_secret_and_the_deadline_fires_once(e2e_env, inbox):
+    """One run of ``slow_sql_scoring`` (never trained) on the live scheduler:
+
+    - its SQL landing sleeps longer than the Execution API token lives (``TOKEN_SECONDS``) and succeeds;
+    - the password of the connection it reads through, and a token under an innocent extra key
+      (``application_name``, sent to the server on every connect), appear nowhere in the run's task
+      logs, rendered fields, XComs, REST API responses, alerts or mails;
+    - the one-minute scoring deadline fires from the scheduler (the triggerer), once for the run.
+    """
+    import time
+
+    from scripts.stack.api import api_for
+    from scripts.stack.settings import Stack
+
+    api = api_for(Stack(home=ROOT / ".local-e2e", airflow_port=int(e2e_env["NIGHTSHIFT_AIRFLOW_PORT"])))
+    password, token = "pw-" + os.urandom(12).hex(), "tk-" + os.urandom(12).hex()
+    api.call(
+        "POST",
+        "/api/v2/connections",
+        {
+            "connection_id": "canary_src",
+            "conn_type": "postgres",
+            "host": "127.0.0.1",
+            "port": int(os.environ.get("NIGHTSHIFT_PG_PORT", "5432")),
+            "login": "postgres",
+            "password": password,
+            "schema": "nse2e_warehouse",
+            "extra": json.dumps({"application_name": token}),
+        },
+    )
+    dag = "slow_sql_scoring"
+    api.wait_for_dag(dag)
+    run_id = api.trigger(dag, conf={"run_date": "2020-03-02"})
+    assert api.wait_for_run(dag, run_id, timeout=600)["state"] == "failed"  # no champion: resolve_run fails
+
+    tis = {t["task_id"]: t for t in api.task_instances(dag, run_id)}
+    assert tis["land"]["state"] == "success", api.failed_task_errors(dag, run_id)
+    assert tis["land"]["duration"] > TOKEN_SECONDS + 10, tis["land"]
+    assert tis["resolve_run"]["state"] == "failed"
+
+    rows = _alerts_for(run_id, until=lambda rs: {"deadline_missed", "task_failure"} <= {r[0] for r in rs})
+    time.sleep(5)  # a second firing would come within seconds
+    rows = _alerts_for(run_id, until=lambda rs: True)
+    assert [r[0] for r in rows].count("deadline_missed") == 1, rows
+    assert [r[0] for r in rows].count("task_failure") == 1, rows
+
+    quoted = urllib.parse.quote(run_id, safe="")
+    seen = [json.dumps(api.call("GET", f"/api/v2/dags/{dag}/dagRuns/{quoted}")), json.dumps(rows)]
+    for task_id, ti in tis.items():
+        base = f"/api/v2/dags/{dag}/dagRuns/{quoted}/taskInstances/{task_id}"
+        seen.append(json.dumps(api.call("GET", base)))  # rendered fields among them
+        seen.append(json.dumps(api.task_log(dag, run_id, task_id, ti["try_number"] or 1)))
+        for entry in api.call("GET", f"{base}/xcomEntries")["xcom_entries"]:
+            seen.append(json.dumps(api.call("GET", f"{base}/xcomEntries/{entry['key']}")))
+    seen.append(json.dumps(api.call("GET", f"/api/v2/eventLogs?dag_id={dag}&limit=100")))
+    mails = inbox.about(run_id)
+    assert mails, "the alerts were mailed"
+    seen += [m.as_string() for m in mails]
+    text = "\n".join(seen)
+    assert "land" in text and run_id in text  # the texts searched are the right ones
+    assert password not in text, "the connection password leaked"
+    assert token not in text, "the token under an innocent key leaked"
 
 
 def test_a_killed_task_still_reaches_on_call(e2e_env, inbox):

@@ -13,6 +13,7 @@ class RunResult:
     tasks: dict[str, str | None]
     errors: dict[str, str] = field(default_factory=dict)
     error_types: dict[str, str] = field(default_factory=dict)  # the exception's class: final or retryable
+    run_id: str = ""
 
     def failed_task(self) -> str | None:
         failed = [t for t, s in self.tasks.items() if s == "failed"]
@@ -43,7 +44,26 @@ def run_dag(dag: Any, run_date: date, conf: dict[str, Any] | None = None) -> Run
     dr = dag.test(logical_date=datetime.combine(run_date, time(6, 0), tzinfo=UTC), run_conf=conf or {})
     tasks = {ti.task_id: (ti.state.value if hasattr(ti.state, "value") else ti.state) for ti in dr.get_task_instances()}
     state = dr.state.value if hasattr(dr.state, "value") else str(dr.state)
-    return RunResult(state=state, tasks=tasks, errors=errors, error_types=error_types)
+    return RunResult(state=state, tasks=tasks, errors=errors, error_types=error_types, run_id=dr.run_id)
+
+
+def lineage_of(stack: Any, run_id: str) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """{task_id: {"inputs": [...], "outputs": [...]}} of the OpenLineage COMPLETE events of a DAG run,
+    as the provider's file transport wrote them (tests/conftest.py)."""
+    import json
+
+    found: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    if not stack.openlineage_file.exists():
+        return found
+    for line in stack.openlineage_file.read_text().splitlines():
+        event = json.loads(line)
+        airflow = event.get("run", {}).get("facets", {}).get("airflow") or {}
+        if event.get("eventType") != "COMPLETE" or (airflow.get("dagRun") or {}).get("run_id") != run_id:
+            continue
+        task = found.setdefault(airflow["task"]["task_id"], {"inputs": [], "outputs": []})
+        task["inputs"] += event.get("inputs") or []
+        task["outputs"] += event.get("outputs") or []
+    return found
 
 
 def train_champion(mlflow_client: Any, spec: Any, landing: str, end: date) -> Any:

@@ -10,6 +10,7 @@ copy whose spec is edited after its champion was trained).
 from __future__ import annotations
 
 import json
+import os
 from datetime import timedelta
 from pathlib import Path
 
@@ -232,13 +233,21 @@ def sql_source(models_dir, data, platform):
     os.environ.pop("AIRFLOW_CONN_NIGHTSHIFT_SOURCE", None)
 
 
-def test_a_sql_source_is_landed_trained_and_scored(sql_source, warehouse, mlflow_client):
+def test_a_sql_source_is_landed_trained_and_scored(sql_source, warehouse, mlflow_client, platform):
+    from tests.integration.helpers import lineage_of
+
     spec = sql_source
     training = _train(spec)
     assert training.tasks["land"] == "success"
     day = DATA_END - timedelta(days=1)
     scoring = _score(spec, day)
     assert scoring.tasks["land"] == "success"
+    # OpenLineage: the land task read the source's table on its server and wrote the landed partition.
+    land = lineage_of(platform, scoring.run_id)["land"]
+    server = f"postgres://{os.environ['NIGHTSHIFT_PG_HOST']}:{os.environ['NIGHTSHIFT_PG_PORT']}"
+    read = [(d["namespace"], d["name"]) for d in land["inputs"]]
+    assert read == [(server, f"{platform.db('warehouse')}.src.features")], read
+    assert [d["name"] for d in land["outputs"]][0].endswith(f"/sqlsrc/landed/features/date={day}/part-0.parquet")
     (n,) = query(warehouse, "SELECT count(*) FROM nightshift.sqlsrc_scores WHERE score_date = %s", (day,))[0]
     (expected,) = query(warehouse, "SELECT count(*) FROM src.features WHERE feature_date = %s", (day,))[0]
     assert n == expected > 0

@@ -6,6 +6,7 @@ never trained), so that it neither needs nor disturbs the champion the training 
 
 from __future__ import annotations
 
+import os
 import shutil
 from datetime import timedelta
 
@@ -88,6 +89,44 @@ def test_rerunning_a_date_three_times_leaves_exactly_one_copy(scorer, landing, w
         warehouse, "SELECT count(*) FROM pg_tables WHERE schemaname = 'nightshift_staging' AND tablename LIKE 'scorer%'"
     ) == [(0,)]
     assert query(warehouse, "SELECT count(*) FROM nightshift.scorer_latest_scores")[0][0] == n
+
+
+def test_a_scoring_run_reports_its_lineage(scorer, platform, landing, mlflow_client):
+    """OpenLineage (file transport): the day's landing file and the pinned model version in, the
+    published table out, and the GX results as data-quality facets, named by the OpenLineage conventions."""
+    from tests.integration.helpers import lineage_of
+
+    result = run_dag(scoring_dag_of(scorer), DATA_END, conf={"run_date": DAY.isoformat()})
+    assert result.state == "success", result
+    events = lineage_of(platform, result.run_id)
+
+    version = mlflow_client.get_model_version_by_alias("scorer", "champion").version
+    landing_file = scorer.landing.features(landing, DAY.isoformat()).removeprefix("file://")
+    model = {"namespace": f"mlflow://127.0.0.1:{platform.mlflow_port}", "name": f"scorer/versions/{version}"}
+    server = f"postgres://{os.environ['NIGHTSHIFT_PG_HOST']}:{os.environ['NIGHTSHIFT_PG_PORT']}"
+    published = {"namespace": server, "name": f"{platform.db('warehouse')}.nightshift.scorer_scores"}
+
+    def names(datasets):
+        return [{"namespace": d["namespace"], "name": d["name"]} for d in datasets]
+
+    assert names(events["publish"]["inputs"]) == [{"namespace": "file", "name": landing_file}, model]
+    assert names(events["publish"]["outputs"]) == [published]
+    assert {"namespace": "file", "name": landing_file} in names(events["score"]["inputs"])
+    (checked,) = events["validate_input"]["inputs"]
+    assertions = checked["inputFacets"]["dataQualityAssertions"]["assertions"]
+    assert checked["name"] == landing_file and assertions and all(a["success"] for a in assertions)
+    assert any(a["assertion"] == "expect_column_values_to_not_be_null" for a in assertions), assertions
+    (staged,) = events["validate_output"]["inputs"]
+    assert staged["namespace"] == server and staged["name"].startswith(
+        f"{platform.db('warehouse')}.nightshift_staging."
+    )
+    assert "dataQualityAssertions" in staged["inputFacets"]
+
+
+def scoring_dag_of(spec):
+    from nightshift_airflow.factory import scoring_dag
+
+    return scoring_dag(spec)
 
 
 def test_bad_rows_go_to_quarantine_and_the_counts_add_up(scorer, platform, warehouse, tmp_path, monkeypatch):

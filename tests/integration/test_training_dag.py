@@ -37,7 +37,7 @@ def _promotions(warehouse, model: str) -> list[tuple]:
     )
 
 
-def test_first_run_promotes_and_records_everything(landing, spec, mlflow_client, warehouse):
+def test_first_run_promotes_and_records_everything(landing, spec, mlflow_client, warehouse, platform):
     from nightshift_airflow.factory import training_dag
 
     result = run_dag(training_dag(spec), DATA_END)
@@ -72,6 +72,27 @@ def test_first_run_promotes_and_records_everything(landing, spec, mlflow_client,
 
     info = get_model_info("models:/churn@champion")
     assert [c.name for c in info.signature.inputs.inputs] == spec.feature_names
+    _assert_training_lineage(platform, result.run_id, spec, landing, champion.version)
+
+
+def _assert_training_lineage(platform, run_id: str, spec, landing: str, version: str) -> None:
+    """OpenLineage (file transport): the window's landing files in, the registered version out, and
+    the GX results on the landing files as data-quality facets."""
+    from tests.integration.helpers import lineage_of
+
+    events = lineage_of(platform, run_id)
+    window_end = DATA_END - timedelta(days=spec.target.label_delay_days)
+    day = window_end.isoformat()
+    features = spec.landing.features(landing, day).removeprefix("file://")
+    labels = spec.landing.labels(landing, day).removeprefix("file://")
+    read = {(d["namespace"], d["name"]) for d in events["build_training_set"]["inputs"]}
+    assert {("file", features), ("file", labels)} <= read
+    assert len(read) == 2 * spec.training.window_days, len(read)
+    registered = [(d["namespace"], d["name"]) for d in events["register"]["outputs"]]
+    assert registered == [(f"mlflow://127.0.0.1:{platform.mlflow_port}", f"churn/versions/{version}")]
+    checked = {d["name"]: d for d in events["validate_raw_features"]["inputs"]}
+    facet = checked[features]["inputFacets"]["dataQualityAssertions"]
+    assert facet["assertions"] and all(a["success"] for a in facet["assertions"])
 
 
 def test_second_run_is_gated_against_the_champion(landing, spec, mlflow_client):

@@ -133,3 +133,29 @@ def test_threshold_decides_precision_and_recall(threshold, precision, recall):
     metrics = evaluate([0, 1, 0, 1], [0.4, 0.4, 0.4, 0.4], threshold=threshold)
     assert metrics["precision"] == precision
     assert metrics["recall"] == recall
+
+
+def test_loading_a_model_does_not_flood_the_task_log_with_airflow_shim_warnings():
+    """skops walks sys.modules to find the module of an object without one; in a task process that trips
+    Airflow's deprecated-attribute shims once per module and name. The load silences exactly those."""
+    import contextlib
+    import warnings
+
+    import airflow.macros  # noqa: F401 - a shim module, loaded in every task process
+    from skops.io._utils import whichmodule
+
+    from include.nightshift.evaluation import quiet_skops_load
+
+    class Anonymous:  # like a ufunc: no module of its own
+        __module__ = None  # type: ignore[assignment]
+
+    def lookup(quiet: bool) -> list[str]:
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            with quiet_skops_load() if quiet else contextlib.nullcontext():
+                whichmodule(Anonymous(), "expit")
+                warnings.warn("an unrelated FutureWarning still shows", FutureWarning, stacklevel=1)
+        return [str(w.message) for w in seen]
+
+    assert any(m.startswith("The `airflow.macros.expit` attribute is deprecated") for m in lookup(quiet=False))
+    assert lookup(quiet=True) == ["an unrelated FutureWarning still shows"]

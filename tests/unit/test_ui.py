@@ -6,6 +6,7 @@ and the page behind the login in headless Chromium in tests/e2e/test_platform.py
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, date, datetime
 
 import pytest
@@ -143,3 +144,59 @@ def test_the_validation_page_says_when_the_full_result_cannot_be_read():
 
     assert 'data-field="problem">the full result at s3://lake/' in html
     assert "expect_column_values_to_be_in_set(column=churned, value_set=[0, 1]): 2 of 10 rows break it" in html
+
+
+WORK = "file:///srv/nightshift/work"
+
+
+def _key():
+    from include.nightshift.validation import TaskKey
+
+    return TaskKey("churn_scoring", "manual__2026-11-20T00:00:00+00:00", "validate_output")
+
+
+def test_the_result_page_reads_the_result_where_the_platform_keeps_it():
+    expected = f"{WORK}/validation/churn_scoring/manual__2026-11-20T00_00_00_00_00/validate_output/gx_result.json"
+    result = {"success": True, "expectations": [{"expectation_type": "expect_x", "kwargs": {}, "success": True}]}
+    read: list[str] = []
+
+    def read_bytes(uri: str) -> bytes:
+        read.append(uri)
+        return json.dumps(result).encode()
+
+    summary = {"suite": "churn_scored_output", "success": True, "statistics": {}, "rows": 5, "result_uri": expected}
+    shown, full, problem, uri = ui.read_result(summary, _key(), WORK, read_bytes)
+
+    assert (read, uri, problem, full) == ([expected], expected, None, result)
+    assert shown["suite"] == "churn_scored_output"
+
+
+@pytest.mark.parametrize(
+    "claimed",
+    [
+        "file:///srv/nightshift/.local/secrets.json",
+        f"{WORK}/../secrets.json",
+        f"{WORK}/validation/churn_training/other_run/validate_raw_features/gx_result.json",
+        "s3://someone-elses-bucket/x.json",
+    ],
+    ids=["outside", "traversal", "another-task", "another-bucket"],
+)
+def test_the_result_page_refuses_a_summary_that_names_another_location(claimed):
+    def read_bytes(uri: str) -> bytes:
+        raise AssertionError(f"nothing may be read, but {uri} was")
+
+    summary = {"suite": "<b>forged</b>", "success": True, "rows": 1, "failures": ["forged"], "result_uri": claimed}
+    shown, full, problem, uri = ui.read_result(summary, _key(), WORK, read_bytes)
+
+    assert full == {} and uri is None
+    assert problem.startswith("refused: the task's summary names its full result at ")
+    assert shown["suite"] is None and shown["failures"] == [], "nothing of a refused summary is shown"
+    html = ui.render_validation("churn_scoring", "r", "validate_output", shown, [], problem, "http://a", uri)
+    assert 'data-field="problem">refused' in html and "forged" not in html
+
+
+def test_the_result_page_shows_a_summary_of_the_wrong_shape_without_failing():
+    shown, full, problem, _ = ui.read_result({"statistics": "x", "failures": 3}, _key(), WORK, lambda u: b"{}")
+    assert (shown["statistics"], shown["failures"], full) == ({}, [], {})
+    assert problem.startswith("the task kept no full result")
+    assert ui.read_result(["not", "a", "dict"], _key(), WORK, lambda u: b"{}")[2].startswith("the task's summary is")

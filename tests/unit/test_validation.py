@@ -525,3 +525,42 @@ def test_describe_failures_hides_noise_in_the_rule():
         ]
     }
     assert describe_failures(result) == ["expect_table_row_count_to_be_between(min_value=1): could not be evaluated"]
+
+
+def test_a_tasks_full_result_lies_under_the_work_root_at_a_place_its_identity_names():
+    key = validation.TaskKey("churn_training", "manual__2026-11-20T00:00:00+00:00", "validate_raw_features")
+    mapped = validation.TaskKey("churn_scoring", "scheduled__x", "validate.shard", map_index=3)
+
+    assert validation.result_uri("s3://lake/work/", key) == (
+        "s3://lake/work/validation/churn_training/manual__2026-11-20T00_00_00_00_00/validate_raw_features/gx_result.json"
+    )
+    mapped_uri = validation.result_uri("file:///w", mapped)
+    assert mapped_uri.endswith("/scheduled__x/validate.shard/map_index=3/gx_result.json")
+    dots = validation.TaskKey("d", "..", "t")
+    assert validation.result_uri("file:///w", dots) == "file:///w/validation/d/_../t/gx_result.json"
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"dag_id": ".."},
+        {"dag_id": "churn/../../etc"},
+        {"task_id": "."},
+        {"task_id": "a b"},
+        {"dag_id": "x" * 251},
+        {"run_id": ""},
+        {"run_id": "run\n1"},
+        {"map_index": -2},
+    ],
+    ids=["dotdot-dag", "slash-dag", "dot-task", "space-task", "long-dag", "empty-run", "control-run", "map-index"],
+)
+def test_a_task_identity_from_a_url_is_checked(fields):
+    values = {"dag_id": "churn_scoring", "run_id": "r1", "task_id": "validate_output", "map_index": -1, **fields}
+    with pytest.raises(validation.InvalidTaskKeyError):
+        validation.TaskKey(**values)
+
+
+def test_a_summary_that_names_another_location_is_flagged():
+    assert validation.claimed_elsewhere({"result_uri": "file:///w/a.json"}, "file:///w/a.json") is None
+    assert validation.claimed_elsewhere({"result_uri": None}, "file:///w/a.json") is None
+    assert validation.claimed_elsewhere({"result_uri": "file:///etc/x"}, "file:///w/a.json") == "file:///etc/x"

@@ -72,11 +72,17 @@ class ValidationReport:
 
 
 def _context() -> Any:
-    import great_expectations as gx
-
-    # GX logs every docs decorator it registers at INFO; keep task logs for what matters.
+    # GX logs every docs decorator it registers at INFO while it is imported (~200 lines a task):
+    # quiet before the import; keep task logs for what matters.
     logging.getLogger("great_expectations").setLevel(logging.WARNING)
-    return gx.get_context(mode="ephemeral")
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context = gx.get_context(mode="ephemeral")
+    # GX draws a tqdm "Calculating Metrics" bar on stderr per validation, which a task log keeps as
+    # hundreds of carriage-return lines: off at its source, in the context's own setting.
+    context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+    return context
 
 
 def validate_frame(spec: ModelSpec, stage: Stage, frame: pd.DataFrame, gx_dir: Path = GX_DIR) -> ValidationReport:

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
     from psycopg2.extensions import connection
 
+    from include.nightshift.lineage import Lineage
     from include.nightshift.sources import DataPaths
     from include.nightshift.spec import ModelSpec
     from include.nightshift.storage import Storage
@@ -145,6 +146,37 @@ class NightshiftOperator(BaseOperator):
     def execute(self, context: Context) -> Any:
         with final_on_bad_input(), services_answer(self):
             return self.run(context, self.effective_spec())
+
+    # -- lineage: what ``run`` read and wrote, reported through the OpenLineage provider ---------------
+
+    @cached_property
+    def lineage(self) -> Lineage:
+        from include.nightshift.lineage import Lineage
+
+        return Lineage()
+
+    def read_file(self, uri: str, **facets: Any) -> None:
+        from include.nightshift.lineage import file_dataset
+
+        self.lineage.read(file_dataset(uri), **facets)
+
+    def read_model_version(self, model: str, version: int | str) -> None:
+        from include.nightshift.lineage import model_version_dataset
+
+        self.lineage.read(model_version_dataset(self.mlflow_hook.tracking_uri, model, version))
+
+    def table(self, schema: str, table: str) -> tuple[str, str]:
+        """The warehouse table's OpenLineage (namespace, name): host, port and database, no credentials."""
+        from include.nightshift.lineage import table_dataset
+
+        return table_dataset(self.warehouse_hook.get_uri(), schema, table)
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """The OpenLineage provider's hook: the inputs and outputs ``run`` recorded in :attr:`lineage`."""
+        from airflow.providers.openlineage.extractors import OperatorLineage
+
+        inputs, outputs = self.lineage.datasets()
+        return OperatorLineage(inputs=inputs, outputs=outputs)
 
     def run(self, context: Context, spec: ModelSpec) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError

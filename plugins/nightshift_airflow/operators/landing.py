@@ -38,9 +38,28 @@ class _Land(DataOperator, NightshiftOperator):
         conn_id = spec.landing.conn_id
         connect = (lambda: source_connection(str(conn_id))) if conn_id else None
         landed: list[Landed] = land_days(self.storage, spec, self.paths, kinds, days, connect)
+        self._record_lineage(spec, kinds, landed)
         rows = {kind: sum(item.rows for item in landed if item.kind == kind) for kind in kinds}
         self.log.info("landed %d partition(s) of %s: %s", len(landed), spec.name, rows)
         return {"partitions": len(landed), "rows": rows, "uris": [item.uri for item in landed][-4:]}
+
+    def _record_lineage(self, spec: ModelSpec, kinds: tuple[Kind, ...], landed: list[Landed]) -> None:
+        """In: the CSV files, or the tables the SQL queries read; out: the landed Parquet partitions."""
+        from airflow.sdk import BaseHook
+
+        from include.nightshift.lineage import file_dataset, query_tables
+
+        for item in landed:
+            self.lineage.wrote(file_dataset(item.uri))
+            if spec.landing.source != "sql":
+                self.read_file(item.source)
+        if spec.landing.source == "sql" and landed:
+            c = BaseHook.get_connection(str(spec.landing.conn_id))
+            scheme = "postgres" if c.conn_type in ("postgres", "postgresql") else str(c.conn_type)
+            for kind in kinds:
+                query = spec.landing.features_query if kind == "features" else spec.landing.labels_query
+                for table in query_tables(str(query), scheme, str(c.host), c.port, str(c.schema or "")):
+                    self.lineage.read(table)
 
 
 class LandWindowOperator(_Land):

@@ -130,6 +130,7 @@ class CheckDriftOperator(_DayOperator):
         run_url = self.mlflow_hook.run_url(check.experiment_id, day.mlflow_run_id)
         url = f"{run_url}/artifacts/{check.artifact_path}/{check.report_uri.rsplit('/', 1)[-1]}"
         context["ti"].xcom_push(key=DriftReportLink.url_key, value=url)
+        self._record_lineage(spec, check.report_uri)
         result = check.result
         for f in result.features:
             self.log.info(
@@ -162,6 +163,16 @@ class CheckDriftOperator(_DayOperator):
             "report_uri": check.report_uri,
             "report_url": url,
         }
+
+    def _record_lineage(self, spec: ModelSpec, report_uri: str) -> None:
+        from include.nightshift.lineage import file_dataset
+
+        day = self.monitored
+        self.read_file(day.input_uri)
+        self.read_model_version(spec.name, day.model_version)
+        self.lineage.read(self.table(spec.scoring.schema_name, f"{spec.name}_scores"))
+        self.lineage.wrote(file_dataset(report_uri))
+        self.lineage.wrote(self.table("monitoring", "drift_runs"))
 
 
 class RealisedPerformanceOperator(_DayOperator):

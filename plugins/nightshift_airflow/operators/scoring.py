@@ -98,6 +98,8 @@ class ResolveScoringRunOperator(DataOperator, NightshiftOperator):
             mlflow_run_id=champion.run_id or "",
             dag_run_id=context["run_id"],
         )
+        self.read_file(uri)
+        self.read_model_version(spec.name, version)
         # The shard list is the return value because Airflow maps only over it; the run's facts
         # go to XCom key "run".
         context["ti"].xcom_push(key="run", value=facts.as_dict())
@@ -168,11 +170,14 @@ class ScoreShardOperator(_ScoringStep):
         import mlflow
 
         from include.nightshift import scoring
+        from include.nightshift.evaluation import load_model
 
         mlflow.set_tracking_uri(self.mlflow.tracking_uri)
         mlflow.set_registry_uri(self.mlflow.tracking_uri)
         # Pinned by version at the start of the run: a promotion meanwhile does not change this run.
-        model = mlflow.sklearn.load_model(self.facts.model_uri)
+        model = load_model(self.facts.model_uri)
+        self.read_file(self.facts.input_uri)
+        self.read_model_version(self.facts.model_name, self.facts.model_version)
         job = scoring.ShardJob(
             spec=spec,
             tables=self.tables,
@@ -254,6 +259,9 @@ class PublishScoresOperator(_ScoringStep):
             "model_version": facts.model_version,
             "dag_run_id": facts.dag_run_id,
         }
+        self.read_file(facts.input_uri)
+        self.read_model_version(facts.model_name, facts.model_version)
+        self.lineage.wrote(self.table(self.tables.schema, self.tables.scores))
         for asset in self.outlets:
             context["outlet_events"][asset].extra = summary
         self.log.info(

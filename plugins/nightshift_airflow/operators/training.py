@@ -67,10 +67,14 @@ class BuildTrainingSetOperator(DataOperator, NightshiftOperator):
 
     def run(self, context: Context, spec: ModelSpec) -> dict[str, Any]:
         from include.nightshift import datasets
+        from include.nightshift.lineage import file_dataset
         from include.nightshift.storage import join_uri
 
         window = datasets.Window.from_dict(self.resolved["window"])
         ts = datasets.load_training_set(self.storage, spec, self.paths, window)
+        for kind in ("features", "labels"):
+            for uri in datasets.partition_uris(spec, self.paths, window.days, kind).values():
+                self.read_file(uri)
         base = join_uri(self.paths.work_root, spec.name, "training", run_slug(context["run_id"]))
         out = {
             "train_uri": self.storage.write_parquet(ts.train, join_uri(base, "train.parquet")),
@@ -80,6 +84,8 @@ class BuildTrainingSetOperator(DataOperator, NightshiftOperator):
             "holdout_rows": len(ts.holdout),
             "unlabelled_rows": ts.unlabelled_rows,
         }
+        for key in ("train_uri", "holdout_uri"):
+            self.lineage.wrote(file_dataset(str(out[key])))
         self.log.info(
             "training set: %(train_rows)d train rows, %(holdout_rows)d holdout rows, hash %(content_hash)s", out
         )
@@ -199,6 +205,7 @@ class RegisterModelOperator(_UsesTrainingSet):
         self.trained = trained
 
     def run(self, context: Context, spec: ModelSpec) -> int:
+        from include.nightshift.lineage import model_version_dataset
         from include.nightshift.registry import register
 
         tags = {
@@ -207,6 +214,9 @@ class RegisterModelOperator(_UsesTrainingSet):
         }
         t = self.trained
         mv = register(self.mlflow, spec, t["model_uri"], t["model_id"], t["run_id"], tags)
+        for key in ("train_uri", "holdout_uri"):
+            self.read_file(self.training_set[key])
+        self.lineage.wrote(model_version_dataset(self.mlflow_hook.tracking_uri, spec.name, mv.version))
         url = self.mlflow_hook.model_version_url(spec.name, mv.version)
         context["ti"].xcom_push(key=MlflowModelVersionLink.url_key, value=url)
         self.log.info("registered %s version %s as @challenger", spec.name, mv.version)

@@ -15,13 +15,18 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk.exceptions import AirflowFailException
 
 from nightshift_airflow.links import GXValidationResultLink, validation_url
-from nightshift_airflow.operators.base import DataOperator, NightshiftOperator, run_slug
+from nightshift_airflow.operators.base import DataOperator, NightshiftOperator
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from include.nightshift.spec import ModelSpec
     from include.nightshift.validation import Stage, ValidationReport
+
+
+def _map_index(ti: Any) -> int:
+    index = getattr(ti, "map_index", None)
+    return -1 if index is None else int(index)
 
 
 class _ValidateOperator(NightshiftOperator):
@@ -49,15 +54,24 @@ class _ValidateOperator(NightshiftOperator):
     def on_failure(self, spec: ModelSpec) -> None:
         """Called before the task fails on a failed suite (scoring gives its date back here)."""
 
+    def checked(self, spec: ModelSpec) -> list[tuple[str, str]]:  # pragma: no cover - abstract
+        """The OpenLineage datasets the suite checked (its result rides on them as a data-quality facet)."""
+        raise NotImplementedError
+
     def run(self, context: Context, spec: ModelSpec) -> dict[str, Any]:
         report = self.validate(spec)
+        from include.nightshift.lineage import quality_assertions
+
+        facet = quality_assertions(report.result)
+        for dataset in self.checked(spec):
+            self.lineage.read(dataset, dataQualityAssertions=facet)
         where = self._save(context, spec, report)
         summary = report.summary(where)
         ti = context["ti"]
         ti.xcom_push(key="summary", value=summary)
         ti.xcom_push(
             key=GXValidationResultLink.url_key,
-            value=validation_url(ti.dag_id, ti.run_id, ti.task_id, getattr(ti, "map_index", -1)),
+            value=validation_url(ti.dag_id, ti.run_id, ti.task_id, _map_index(ti)),
         )
         if not report.success:
             self.on_failure(spec)
@@ -73,9 +87,12 @@ class _ValidateOperator(NightshiftOperator):
     def _save(self, context: Context, spec: ModelSpec, report: ValidationReport) -> str | None:
         if not self.work_root:
             return None
-        from include.nightshift.storage import join_uri
+        from include.nightshift.validation import TaskKey, result_uri
 
-        uri = join_uri(self.work_root, spec.name, "validation", run_slug(context["run_id"]), f"{report.suite}.json")
+        ti = context["ti"]
+        key = TaskKey(ti.dag_id, ti.run_id, ti.task_id, _map_index(ti))
+        # The result page derives this same location from the task's identity (never from the XCom).
+        uri = result_uri(self.work_root, key)
         return self.storage.write_bytes(json.dumps(report.result, indent=1, default=str).encode(), uri)
 
 
@@ -96,6 +113,7 @@ class ValidateLandingOperator(DataOperator, _ValidateOperator):
         super().__init__(stage=stage, work_root=work_root, **kwargs)
         self.resolved = resolved
         self.landing_root = landing_root
+        self._uris: list[str] = []
 
     def validate(self, spec: ModelSpec) -> ValidationReport:
         from include.nightshift import datasets, validation
@@ -104,8 +122,14 @@ class ValidateLandingOperator(DataOperator, _ValidateOperator):
         kind = "features" if self.stage == "raw_features" else "labels"
         uris = datasets.partition_uris(spec, self.paths, window.days, kind)
         datasets.require_partitions(self.storage, uris, kind)
+        self._uris = list(uris.values())
         frame = validation.read_stage(self.storage, spec, self.stage, uris)
         return validation.validate_frame(spec, self.stage, frame)
+
+    def checked(self, spec: ModelSpec) -> list[tuple[str, str]]:
+        from include.nightshift.lineage import file_dataset
+
+        return [file_dataset(uri) for uri in self._uris]
 
 
 class ValidateTrainingSetOperator(_ValidateOperator):
@@ -132,6 +156,11 @@ class ValidateTrainingSetOperator(_ValidateOperator):
             df[validation.SOURCE_COLUMN] = self.training_set[key]
             parts.append(df)
         return validation.validate_frame(spec, self.stage, pd.concat(parts, ignore_index=True))
+
+    def checked(self, spec: ModelSpec) -> list[tuple[str, str]]:
+        from include.nightshift.lineage import file_dataset
+
+        return [file_dataset(self.training_set[key]) for key in ("train_uri", "holdout_uri")]
 
 
 class _ScoringValidation(_ValidateOperator):
@@ -185,6 +214,11 @@ class ValidateScoringInputOperator(_ScoringValidation):
         frame = scoring.read_sample(self.storage, spec, self.resolved["input_uri"], self.day, rows)
         return validation.validate_frame(spec, self.stage, frame)
 
+    def checked(self, spec: ModelSpec) -> list[tuple[str, str]]:
+        from include.nightshift.lineage import file_dataset
+
+        return [file_dataset(self.resolved["input_uri"])]
+
 
 class ValidateScoredOutputOperator(_ScoringValidation):
     """Validate the day's staged rows in PostgreSQL, in the database, before they are published.
@@ -217,3 +251,6 @@ class ValidateScoredOutputOperator(_ScoringValidation):
         return validation.validate_table(
             spec, self.stage, url, self.scored["staging_schema"], self.scored["staged_table"], expected
         )
+
+    def checked(self, spec: ModelSpec) -> list[tuple[str, str]]:
+        return [self.table(self.scored["staging_schema"], self.scored["staged_table"])]

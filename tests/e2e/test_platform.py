@@ -191,6 +191,8 @@ def test_a_shadow_challenger_is_promoted_after_its_live_days_by_the_scheduler(e2
     import time
     from datetime import UTC, datetime, timedelta
 
+    import psycopg2.errors
+
     from scripts.stack.api import api_for
     from scripts.stack.settings import Stack
 
@@ -221,7 +223,10 @@ def test_a_shadow_challenger_is_promoted_after_its_live_days_by_the_scheduler(e2
     def wait_for(query, args, done, timeout=600):
         deadline, rows = time.monotonic() + timeout, []
         while time.monotonic() < deadline:
-            rows = _warehouse_query(query, args)
+            try:
+                rows = _warehouse_query(query, args)
+            except psycopg2.errors.UndefinedTable:  # the shadow run has not created its table yet
+                rows = []
             if done(rows):
                 return rows
             time.sleep(3)

@@ -219,8 +219,21 @@ def test_the_champions_publish_succeeds_when_shadow_scoring_fails(shadowed, land
     from include.nightshift import shadow
 
     champion = aliases(mlflow_client, "shadowed")["champion"]
+    ((older,),) = query(
+        warehouse, "SELECT version FROM monitoring.shadow_decisions WHERE model = 'shadowed' AND action = 'retired'"
+    )
+    step = shadow.Step("test", "fails")
+    shadow.enter_shadow(warehouse, mlflow_client, shadowed, older, champion, "test: the older one", step)
     weak = weak_version(mlflow_client, shadowed, landing)
-    shadow.enter_shadow(warehouse, mlflow_client, shadowed, weak, champion, "test", shadow.Step("test", "fails"))
+    entry = shadow.enter_shadow(warehouse, mlflow_client, shadowed, weak, champion, "test: a newer one", step)
+    # A newer challenger replaces the one in shadow, and says so (tag and row).
+    assert entry.replaced == older and f"replacing version {older}" in entry.summary("shadowed")
+    assert mlflow_client.get_model_version("shadowed", str(older)).tags["nightshift.shadow"] == "replaced"
+    assert aliases(mlflow_client, "shadowed") == {"champion": champion, "challenger": weak}
+    replaced = query(
+        warehouse, "SELECT reason FROM monitoring.shadow_decisions WHERE model = 'shadowed' AND action = 'replaced'"
+    )
+    assert replaced == [(f"replaced by version {weak}, a newer challenger that passed the offline gate",)]
     day = MONITORED[1]
     # Injected failure: someone replaced the shadow table with one of another shape.
     query_ = "ALTER TABLE nightshift.shadowed_shadow_scores RENAME TO shadowed_shadow_scores_kept"

@@ -66,6 +66,9 @@ class ModelContract(Frozen):
         raw["features"] = [f.model_dump() for f in self.features]
         raw["target"] = {**raw["target"], **self.target.model_dump()}
         raw["training"]["decision_threshold"] = self.decision_threshold
+        categories = {f.name for f in self.features if f.type == "category"}
+        # A slice of today's spec that the version did not have is not monitored for it.
+        raw["monitoring"]["slices"] = [name for name in raw["monitoring"]["slices"] if name in categories]
         if self.target.type != spec.target.type:
             raw["gate"] = {}
             raw["monitoring"]["performance_floors"] = {}

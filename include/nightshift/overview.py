@@ -78,6 +78,33 @@ class Realised:
     decayed: bool
 
 
+@dataclass(frozen=True)
+class ShadowDay:
+    """One labelled day of the challenger in shadow against the champion, on the same rows."""
+
+    day: date
+    rows: int
+    metric: str
+    champion_version: int
+    champion: float | None
+    challenger_version: int
+    challenger: float | None
+
+
+@dataclass(frozen=True)
+class WorstSlice:
+    """The judged slice value with the worst headline metric on the last day with slice results."""
+
+    day: date
+    feature: str
+    value: str
+    rows: int
+    metric: str
+    score: float | None
+    breached: bool
+    reasons: list[str]
+
+
 @dataclass
 class ModelOverview:
     model: str
@@ -89,6 +116,11 @@ class ModelOverview:
     scored: ScoredDay | None = None
     drift: list[DriftPoint] = field(default_factory=list)  # oldest first
     realised: Realised | None = None
+    promotion_mode: str = "gate"
+    shadow_days: int = 0  # promotion.shadow_days
+    shadow: list[ShadowDay] = field(default_factory=list)  # newest first
+    shadow_decision: dict[str, Any] | None = None  # the newest monitoring.shadow_decisions row
+    worst_slice: WorstSlice | None = None
     experiment_ids: dict[str, str] = field(default_factory=dict)  # the latest drift run -> its experiment
     problems: list[str] = field(default_factory=list)
 
@@ -101,6 +133,7 @@ class ModelOverview:
 def model_overview(spec: ModelSpec, client: MlflowClient, conn: connection | None) -> ModelOverview:
     """Everything the page shows for one model; ``conn`` None when the warehouse cannot be reached."""
     out = ModelOverview(spec.name, spec.owner, spec.description or "", spec.target.type)
+    out.promotion_mode, out.shadow_days = spec.promotion.mode, spec.promotion.shadow_days
     promotion = _last_promotion(conn, spec, out) if conn is not None else None
     try:
         out.champion = champion(client, spec, promotion)
@@ -213,6 +246,8 @@ def _read_warehouse(conn: connection, spec: ModelSpec, out: ModelOverview) -> No
                 )
                 out.drift = [DriftPoint(*row) for row in reversed(cur.fetchall())]
             out.realised = _realised(cur, spec)
+            out.worst_slice = _worst_slice(cur, spec)
+        _read_shadow(conn, spec, out)
         conn.rollback()
     except Exception as exc:
         conn.rollback()
@@ -236,3 +271,43 @@ def _realised(cur: Any, spec: ModelSpec) -> Realised | None:
     )
     row = cur.fetchone()
     return Realised(row[0], metric, row[1], row[2], int(row[3]), bool(row[4])) if row else None
+
+
+def _read_shadow(conn: connection, spec: ModelSpec, out: ModelOverview) -> None:
+    """The shadow comparison day by day (newest challenger) and the newest shadow decision."""
+    from include.nightshift import shadow
+
+    metric = spec.headline_metric
+    out.shadow = [
+        ShadowDay(
+            d["score_date"],
+            int(d["rows"]),
+            metric,
+            int(d["champion_version"]),
+            d["champion"].get(metric),
+            int(d["challenger_version"]),
+            d["challenger"].get(metric),
+        )
+        for d in shadow.comparison(conn, spec.name)
+    ]
+    out.shadow_decision = shadow.last_decision(conn, spec.name)
+
+
+def _worst_slice(cur: Any, spec: ModelSpec) -> WorstSlice | None:
+    """The judged slice value with the worst headline metric on the model's last day of slice results."""
+    from include.nightshift.spec import HIGHER_IS_BETTER
+
+    cur.execute("SELECT to_regclass('monitoring.slice_performance') IS NOT NULL")
+    if not cur.fetchone()[0]:
+        return None
+    metric = spec.headline_metric
+    order = "ASC" if HIGHER_IS_BETTER[metric] else "DESC"
+    cur.execute(
+        "SELECT score_date, feature, value, labelled_rows, (metrics ->> %s)::float, breached, reasons "
+        "FROM monitoring.slice_performance WHERE model = %s AND judged AND metrics ? %s AND score_date = "
+        "(SELECT max(score_date) FROM monitoring.slice_performance WHERE model = %s) "
+        f"ORDER BY 5 {order} LIMIT 1",
+        (metric, spec.name, metric, spec.name),
+    )
+    row = cur.fetchone()
+    return WorstSlice(row[0], row[1], row[2], int(row[3]), metric, row[4], bool(row[5]), list(row[6])) if row else None

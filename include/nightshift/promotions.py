@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MoveKind = Literal["gate", "force", "rollback"]
+MoveKind = Literal["gate", "force", "rollback", "shadow"]
 
 DDL = """
 CREATE SCHEMA IF NOT EXISTS monitoring;
@@ -35,13 +35,23 @@ CREATE TABLE IF NOT EXISTS monitoring.promotions (
     model text NOT NULL,
     from_version text,
     to_version text NOT NULL,
-    kind text NOT NULL CHECK (kind IN ('gate', 'force', 'rollback')),
+    kind text NOT NULL CONSTRAINT promotions_kind_check CHECK (kind IN ('gate', 'force', 'rollback', 'shadow')),
     reason text NOT NULL,
     requested_by text NOT NULL,
     approved_by text,
     dag_id text NOT NULL,
     run_id text NOT NULL
 );
+-- kind 'shadow' (a challenger promoted on live days) came later: widen the CHECK of older tables.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = 'monitoring.promotions'::regclass
+                   AND contype = 'c' AND pg_get_constraintdef(oid) LIKE '%shadow%') THEN
+        ALTER TABLE monitoring.promotions DROP CONSTRAINT IF EXISTS promotions_kind_check;
+        ALTER TABLE monitoring.promotions ADD CONSTRAINT promotions_kind_check
+            CHECK (kind IN ('gate', 'force', 'rollback', 'shadow'));
+    END IF;
+END $$;
 COMMENT ON TABLE monitoring.promotions IS
     'Nightshift: every move of a model''s @champion alias: from and to which version, why, who asked, who approved';
 """
@@ -57,7 +67,8 @@ class ChampionMove:
     """Why ``@champion`` moves, and on whose word.
 
     Attributes:
-        kind: ``gate`` (the gate passed), ``force`` (promoted over a rejection) or ``rollback``.
+        kind: ``gate`` (the gate passed), ``force`` (promoted over a rejection), ``rollback``, or
+            ``shadow`` (the challenger won on live days; the reason carries the live figures).
         reason: The gate summary, the force reason or the rollback reason.
         requested_by: The Airflow user who triggered the run, or ``scheduler`` for a scheduled one.
         dag_id: The DAG whose run moved the alias.

@@ -66,8 +66,13 @@ def register(
     run_id: str,
     tags: dict[str, str],
     timeout: float = 120.0,
+    set_challenger: bool = True,
 ) -> ModelVersion:
-    """Register the logged model as a new version of ``spec.name`` with the ``challenger`` alias."""
+    """Register the logged model as a new version of ``spec.name`` with the ``challenger`` alias.
+
+    With ``set_challenger`` False (``promotion.mode: shadow``) the alias stays where it is: there it
+    names the version in shadow, and only a version that passed the gate enters shadow.
+    """
     from mlflow.exceptions import MlflowException
 
     try:
@@ -84,7 +89,8 @@ def register(
             raise RuntimeError(f"model version {spec.name}/{mv.version} is {mv.status}: {mv.status_message}")
         time.sleep(0.5)
         mv = client.get_model_version(spec.name, mv.version)
-    client.set_registered_model_alias(spec.name, CHALLENGER, mv.version)
+    if set_challenger:
+        client.set_registered_model_alias(spec.name, CHALLENGER, mv.version)
     return mv
 
 

@@ -164,9 +164,12 @@ def test_every_task_has_a_runbook_section_the_alert_links_to(dagbag, tmp_path):
     (tmp_path / "broken.yaml").write_text("name: Broken-Model\n")
     approved = (ROOT / "include" / "models" / "churn.yaml").read_text().replace("approval: false", "approval: true")
     (tmp_path / "approved.yaml").write_text(approved.replace("name: churn", "name: approved", 1))
+    live = approved.replace("approval: true", "approval: true\n  mode: shadow").replace("name: churn", "name: live", 1)
+    (tmp_path / "live.yaml").write_text(live)
     text = RUNBOOK.read_text()
     dags = [*dagbag.dags.values(), *build_all(tmp_path)]
-    assert "approved_training.approve_promotion" in {f"{d.dag_id}.{t.task_id}" for d in dags for t in d.tasks}
+    tasks = {f"{d.dag_id}.{t.task_id}" for d in dags for t in d.tasks}
+    assert {"approved_training.approve_promotion", "live_shadow.score_shadow", "live_monitoring.shadow_gate"} <= tasks
     missing = [
         f"{d.dag_id}.{t.task_id}"
         for d in dags

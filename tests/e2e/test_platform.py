@@ -78,6 +78,11 @@ def e2e_env():
     for example in ("next_offer", "customer_spend"):
         shutil.copy(ROOT / "include" / "models" / f"{example}.yaml", models / f"{example}.yaml")
     (models / "slow_sql.yaml").write_text(SLOW_SQL_SPEC)
+    # A model whose challengers are judged on live days first (YAML only): two labelled days in shadow.
+    live = text.replace("name: churn", "name: churn_live", 1).replace(
+        "approval: false", "approval: false\n  mode: shadow\n  shadow_days: 2"
+    )
+    (models / "churn_live.yaml").write_text(live + "\nruns: {retries: 1, retry_delay_seconds: 2}\n")
     env["NIGHTSHIFT_MODELS_DIR"] = str(models)
     server = (
         os.environ.get("NIGHTSHIFT_DB_URL")
@@ -202,6 +207,78 @@ def test_a_multiclass_and_a_regression_model_train_score_and_are_monitored_by_th
         (list(delays),),
     )
     assert drift == [("customer_spend", 2, 7), ("next_offer", 2, 10)], drift
+
+
+def test_a_shadow_challenger_is_promoted_after_its_live_days_by_the_scheduler(e2e_env):
+    """``churn_live`` (promotion.mode shadow, shadow_days 2): the second training run's challenger enters
+    shadow; each published day is scored again by it (``churn_live_shadow``, started by the scores
+    Asset); the monitoring runs compare both on two labelled days and promote it with kind ``shadow``."""
+    import time
+    from datetime import UTC, datetime, timedelta
+
+    import psycopg2.errors
+
+    from scripts.stack.api import api_for
+    from scripts.stack.settings import Stack
+
+    api = api_for(Stack(home=ROOT / ".local-e2e", airflow_port=int(e2e_env["NIGHTSHIFT_AIRFLOW_PORT"])))
+    model, today = "churn_live", datetime.now(UTC).date()
+    api.wait_for_dag(f"{model}_training")
+    conf = {"algorithm": "logistic_regression"}
+    for expected_promote in ("success", "skipped"):  # first: no champion, promoted; then: enters shadow
+        run_id = api.trigger(f"{model}_training", conf=conf)
+        state = api.wait_for_run(f"{model}_training", run_id, timeout=900)["state"]
+        assert state == "success", api.failed_task_errors(f"{model}_training", run_id)
+        assert api.task_states(f"{model}_training", run_id)["promote"] == expected_promote
+    (entered,) = _warehouse_query(
+        "SELECT version, champion_version FROM monitoring.shadow_decisions WHERE model = %s AND action = 'entered'",
+        (model,),
+    )
+    assert entered == (2, 1), entered
+    for kind in ("shadow", "monitoring"):
+        api.wait_for_dag(f"{model}_{kind}")
+        api.unpause(f"{model}_{kind}")
+
+    def score(days):
+        runs = {d: api.trigger(f"{model}_scoring", conf={"run_date": d.isoformat()}) for d in days}
+        for run_id in runs.values():
+            state = api.wait_for_run(f"{model}_scoring", run_id, timeout=900)["state"]
+            assert state == "success", api.failed_task_errors(f"{model}_scoring", run_id)
+
+    def wait_for(query, args, done, timeout=600):
+        deadline, rows = time.monotonic() + timeout, []
+        while time.monotonic() < deadline:
+            try:
+                rows = _warehouse_query(query, args)
+            except psycopg2.errors.UndefinedTable:  # the shadow run has not created its table yet
+                rows = []
+            if done(rows):
+                return rows
+            time.sleep(3)
+        raise AssertionError(f"timed out: {query} gave {rows}")
+
+    labelled = [today - timedelta(days=9), today - timedelta(days=8)]  # labels landed (delay 7)
+    score(labelled)  # their Asset events start churn_live_shadow
+    shadow = wait_for(
+        f"SELECT score_date, model_version, count(*) FROM nightshift.{model}_shadow_scores GROUP BY 1, 2 ORDER BY 1",
+        (),
+        lambda rows: len(rows) == 2,
+    )
+    assert shadow == [(d, 2, 2000) for d in labelled], shadow
+    score([d + timedelta(days=7) for d in labelled])  # their monitoring runs measure the labelled days
+    (move,) = wait_for(
+        "SELECT from_version, to_version, reason FROM monitoring.promotions WHERE model = %s AND kind = 'shadow'",
+        (model,),
+        lambda rows: len(rows) == 1,
+    )
+    assert move[:2] == ("1", "2") and "shadow gate passed on 2 live days" in move[2], move
+    perf = _warehouse_query(
+        "SELECT score_date, role, model_version FROM monitoring.shadow_performance WHERE model = %s ORDER BY 1, 2",
+        (model,),
+    )
+    assert perf == [(d, r, v) for d in labelled for r, v in (("challenger", 2), ("champion", 1))], perf
+    latest = _warehouse_query(f"SELECT DISTINCT model_version FROM nightshift.{model}_latest_scores", ())
+    assert latest == [(1,)], "shadow scores never reach the latest-scores view"
 
 
 def _scored_days(out: str) -> dict[str, tuple[str, str]]:

@@ -200,3 +200,32 @@ def test_the_result_page_shows_a_summary_of_the_wrong_shape_without_failing():
     assert (shown["statistics"], shown["failures"], full) == ({}, [], {})
     assert problem.startswith("the task kept no full result")
     assert ui.read_result(["not", "a", "dict"], _key(), WORK, lambda u: b"{}")[2].startswith("the task's summary is")
+
+
+def test_the_page_shows_the_shadow_comparison_day_by_day_and_the_worst_slice():
+    from include.nightshift.overview import ShadowDay, WorstSlice
+
+    m = full_model()
+    m.promotion_mode, m.shadow_days = "shadow", 3
+    m.shadow = [
+        ShadowDay(date(2026, 11, 16), 1800, "roc_auc", 3, 0.780, 5, 0.791),
+        ShadowDay(date(2026, 11, 15), 1750, "roc_auc", 3, 0.785, 5, 0.772),
+    ]
+    m.shadow_decision = {"action": "entered", "version": 5, "decided_at": NOW, "reason": "passed the offline gate"}
+    reason = "region=south (380 rows): roc_auc 0.5444 breaks monitoring.performance_floors.roc_auc (>= 0.7)"
+    m.worst_slice = WorstSlice(date(2026, 11, 16), "region", "south", 380, "roc_auc", 0.5444, True, [reason])
+
+    html = render([m])
+
+    assert 'data-field="shadow-summary">v5 against champion v3: 2 of 3 labelled days<' in html
+    assert '<td>2026-11-16</td><td>1,800</td><td>0.780</td><td class="passed">0.791</td>' in html
+    assert '<td>2026-11-15</td><td>1,750</td><td>0.785</td><td class="rejected">0.772</td>' in html
+    assert 'data-field="shadow-decision">entered v5' in html
+    assert 'data-field="worst-slice">region=south · roc_auc 0.544<' in html
+    assert "380 labelled rows · breaks the spec" in html and "(&gt;= 0.7)" in html
+    assert 'href="http://airflow:8080/dags/churn_shadow" target="_top"' in html
+
+
+def test_a_gate_mode_model_shows_no_shadow_part():
+    html = render([full_model()])
+    assert "shadow-summary" not in html and "worst-slice" not in html and "churn_shadow" not in html

@@ -42,6 +42,8 @@ class MonitoredDay(JsonRecord):
     input_uri: str
     labelled_date: date
     labels_uri: str
+    # The features of the labelled day (what slice monitoring groups its labelled rows by).
+    labelled_input_uri: str = ""
 
 
 def read_day_scores(conn: connection, tables: Tables, day: date) -> pd.DataFrame:
@@ -133,6 +135,7 @@ def monitored_day(spec: ModelSpec, paths: DataPaths, published: PublishedDay) ->
         input_uri=day_uri(spec, paths, "features", d),
         labelled_date=labelled,
         labels_uri=day_uri(spec, paths, "labels", labelled),
+        labelled_input_uri=day_uri(spec, paths, "features", labelled),
     )
 
 

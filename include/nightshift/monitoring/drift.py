@@ -249,7 +249,8 @@ def check_day(
     started = time.monotonic()
     seed = spec.training.random_seed
     current, total = sample_day(storage, spec, day.input_uri, spec.monitoring.sample_rows, seed)
-    result = run_evidently(spec, load_reference(client, day.mlflow_run_id), current)
+    reference = load_reference(client, day.mlflow_run_id)
+    result = run_evidently(spec, reference, current)
     retrain = result.share >= spec.monitoring.drift_share
     iso = day.score_date.isoformat()
     report_uri = join_uri(reports_root, spec.name, "drift", f"date={iso}", REPORT_NAME)
@@ -267,5 +268,10 @@ def check_day(
         dag_run_id=dag_run_id,
     )
     write_drift(conn, run, result, retrain)
+    if spec.monitoring.slices:
+        from include.nightshift.monitoring import slices
+
+        per_value = slices.slice_drift(spec, reference, current)
+        slices.write_slice_drift(conn, spec.name, day.score_date, day.model_version, per_value, dag_run_id)
     experiment_id = client.get_run(day.mlflow_run_id).info.experiment_id
     return DriftCheck(result, retrain, report_uri, artifact_path, experiment_id, total, time.monotonic() - started)

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from psycopg2.extensions import connection
 
     from include.nightshift.monitoring.days import MonitoredDay
+    from include.nightshift.monitoring.slices import SlicePerformance
     from include.nightshift.spec import ModelSpec
     from include.nightshift.storage import Storage
 
@@ -49,16 +50,26 @@ def realised_performance(spec: ModelSpec, scores: pd.DataFrame, labels: pd.DataF
         DataValidationError: Fewer than ``monitoring.min_labelled_rows`` scored rows have a label,
             or a binary model's labels hold a single class.
     """
-    from include.nightshift.datasets import target_values
-    from include.nightshift.metrics import evaluate_binary, evaluate_multiclass, evaluate_regression
-
-    key, target, kind = spec.entity_key, spec.target.name, spec.target.type
+    key, target = spec.entity_key, spec.target.name
     joined = scores.merge(labels[[key, target]].dropna(), on=key, how="inner")
     need = spec.monitoring.min_labelled_rows
     if len(joined) < need:
         raise DataValidationError(
             f"only {len(joined)} scored rows have a label (monitoring.min_labelled_rows is {need})"
         )
+    return joined_metrics(spec, joined)
+
+
+def joined_metrics(spec: ModelSpec, joined: pd.DataFrame) -> dict[str, float]:
+    """The realised metrics of scored rows that carry their label (the target column).
+
+    Raises:
+        DataValidationError: a binary model's labels hold a single class.
+    """
+    from include.nightshift.datasets import target_values
+    from include.nightshift.metrics import evaluate_binary, evaluate_multiclass, evaluate_regression
+
+    target, kind = spec.target.name, spec.target.type
     y = target_values(spec, joined[target])
     if kind == "regression":
         metrics = evaluate_regression(y, joined["prediction"])
@@ -76,8 +87,14 @@ def realised_performance(spec: ModelSpec, scores: pd.DataFrame, labels: pd.DataF
     return metrics
 
 
-def decay_reasons(spec: ModelSpec, realised: dict[str, float], champion_holdout: dict[str, float]) -> list[str]:
-    """Why realised performance asks for retraining: a floor broken, or too far below the holdout."""
+def decay_reasons(
+    spec: ModelSpec, realised: dict[str, float], champion_holdout: dict[str, float], where: str = ""
+) -> list[str]:
+    """Why realised performance asks for retraining: a floor broken, or too far below the holdout.
+
+    Args:
+        where: Put before each reason (a slice: ``"region=south (812 rows): "``).
+    """
     from include.nightshift.spec import HIGHER_IS_BETTER
 
     reasons = []
@@ -88,7 +105,9 @@ def decay_reasons(spec: ModelSpec, realised: dict[str, float], champion_holdout:
         worse = value < floor if HIGHER_IS_BETTER[metric] else value > floor
         if worse:
             rule = ">=" if HIGHER_IS_BETTER[metric] else "<="
-            reasons.append(f"{metric} {value:.4f} breaks monitoring.performance_floors.{metric} ({rule} {floor})")
+            reasons.append(
+                f"{where}{metric} {value:.4f} breaks monitoring.performance_floors.{metric} ({rule} {floor})"
+            )
     for metric, allowed in spec.monitoring.max_decay.items():
         value, base = realised.get(metric), champion_holdout.get(metric)
         if value is None or base is None:
@@ -96,7 +115,7 @@ def decay_reasons(spec: ModelSpec, realised: dict[str, float], champion_holdout:
         decay = base - value if HIGHER_IS_BETTER[metric] else value - base
         if decay > allowed:
             reasons.append(
-                f"{metric} {value:.4f} is {decay:.4f} worse than the model's holdout {base:.4f} "
+                f"{where}{metric} {value:.4f} is {decay:.4f} worse than the model's holdout {base:.4f} "
                 f"(monitoring.max_decay.{metric} is {allowed})"
             )
     return reasons
@@ -175,10 +194,16 @@ class PerformanceCheck:
     labelled_date: date
     row: PerformanceRow | None = None
     skipped: str | None = None
+    slices: tuple[SlicePerformance, ...] = ()
+
+    @property
+    def slice_reasons(self) -> list[str]:
+        return [reason for s in self.slices for reason in s.reasons]
 
     @property
     def reasons(self) -> list[str]:
-        return list(self.row.reasons) if self.row else []
+        """Why to retrain: the day's own floors and decay, then each slice's."""
+        return [*(self.row.reasons if self.row else []), *self.slice_reasons]
 
 
 def measure_day(
@@ -237,4 +262,34 @@ def measure_day(
         report_uri=report_uri,
     )
     write_performance(conn, row)
-    return PerformanceCheck(labelled, row=row)
+    slices = measure_slices(storage, conn, vspec, day, scores, labels, holdout, dag_run_id)
+    return PerformanceCheck(labelled, row=row, slices=tuple(slices))
+
+
+def measure_slices(
+    storage: Storage,
+    conn: connection,
+    spec: ModelSpec,
+    day: MonitoredDay,
+    scores: pd.DataFrame,
+    labels: pd.DataFrame,
+    holdout: dict[str, float],
+    dag_run_id: str,
+) -> list[SlicePerformance]:
+    """The labelled day's realised metrics per slice value into ``monitoring.slice_performance``.
+
+    Nothing when the spec declares no slices. The slice values come from the labelled day's features.
+    """
+    from include.nightshift.monitoring import slices
+
+    if not spec.monitoring.slices:
+        return []
+    key, target = spec.entity_key, spec.target.name
+    features = storage.read_parquet(day.labelled_input_uri, columns=[key, *spec.input_names])
+    joined = scores.merge(labels[[key, target]].dropna(), on=key).merge(
+        slices.read_slice_features(spec, features), on=key
+    )
+    rows = slices.slice_performance(spec, joined, holdout)
+    version = int(scores["model_version"].iloc[0]) if len(scores) else day.model_version
+    slices.write_slice_performance(conn, spec.name, day.labelled_date, version, rows, dag_run_id)
+    return rows

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from include.nightshift import alerts, promotions
+from include.nightshift import alerts, promotions, shadow
+from include.nightshift.monitoring import slices
 from include.nightshift.pg import MONITORING_DDL_LOCK, run_ddl
 
 if TYPE_CHECKING:
@@ -111,3 +112,5 @@ def ensure_schema(conn: connection) -> None:
     run_ddl(conn, MONITORING_DDL_LOCK, DDL, grant_schema=SCHEMA)
     alerts.ensure_table(conn)
     promotions.ensure_table(conn)
+    slices.ensure_tables(conn)
+    shadow.ensure_tables(conn)

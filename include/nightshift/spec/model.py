@@ -39,7 +39,7 @@ class ModelSpec(Frozen):
 
     _derived: tuple[tuple[str, Node], ...] = PrivateAttr(default=())
 
-    _name_ok = field_validator("name")(lambda cls, v: check_safe_name(v, "model name"))
+    _name_ok = field_validator("name")(lambda cls, v: _not_shadow(check_safe_name(v, "model name")))
     _key_ok = field_validator("entity_key")(lambda cls, v: check_safe_name(v, "entity_key"))
 
     @field_validator("features")
@@ -62,6 +62,12 @@ class ModelSpec(Frozen):
         if not any(not f.derived for f in self.features):
             raise ValueError("at least one feature must come from the data (have no 'expr')")
         self._derived = _parse_derived(self.features)
+        _check_slices(self)
+        if self.promotion.mode == "shadow" and len(self.name) > 33:
+            raise ValueError(
+                f"promotion.mode shadow: model name {self.name!r} has {len(self.name)} characters; at most 33 "
+                "leave room for its <name>_shadow tables"
+            )
         return self
 
     @property
@@ -123,6 +129,26 @@ class ModelSpec(Frozen):
 
     def hyperparameters(self, algorithm: str) -> dict[str, Any]:
         return next((dict(p) for name, p in self.training.hyperparameters.items() if name == algorithm), {})
+
+
+def _not_shadow(name: str) -> str:
+    if name.endswith("_shadow"):
+        raise ValueError(f"model name {name!r} may not end in '_shadow' (the shadow DAG of a model is <name>_shadow)")
+    return name
+
+
+def _check_slices(spec: ModelSpec) -> None:
+    """``monitoring.slices`` name declared categorical features, each once."""
+    types = {f.name: f.type for f in spec.features}
+    for name in spec.monitoring.slices:
+        if name not in types:
+            raise ValueError(f"monitoring.slices: {name!r} is not a feature of this model (features: {sorted(types)})")
+        if types[name] != "category":
+            raise ValueError(
+                f"monitoring.slices: {name!r} is a feature of type {types[name]!r}; slices must be category features"
+            )
+    if len(set(spec.monitoring.slices)) != len(spec.monitoring.slices):
+        raise ValueError(f"monitoring.slices must be distinct; got {list(spec.monitoring.slices)}")
 
 
 def _parse_derived(features: tuple[Feature, ...]) -> tuple[tuple[str, Node], ...]:

@@ -215,6 +215,10 @@ class Promotion(Frozen):
 
     approval: bool = False  # True: a person approves each promotion in the Airflow UI first
     approval_timeout_hours: float = Field(default=24, gt=0, le=24 * 14)  # unanswered: not promoted
+    # gate: the offline gate moves @champion; shadow: a passing challenger is scored beside the champion
+    # on live days first, and promoted only when it wins on ``shadow_days`` labelled days.
+    mode: Literal["gate", "shadow"] = "gate"
+    shadow_days: int = Field(default=7, ge=1, le=90)
 
 
 class Schedules(Frozen):
@@ -259,6 +263,10 @@ class Monitoring(Frozen):
     min_labelled_rows: int = Field(default=200, ge=10)
     # On-call is told when the day's scores are not published this long after the run was queued.
     scores_due_minutes: int | None = Field(default=120, ge=1, le=24 * 60)
+    # Categorical features (derived ones included) whose values are monitored one by one: drift share and
+    # realised metrics per value; floors and max_decay apply to each value with ``min_slice_rows`` rows.
+    slices: tuple[SafeName, ...] = ()
+    min_slice_rows: int = Field(default=200, ge=10)
 
     _non_negative = field_validator("max_decay")(lambda cls, v: non_negative_metrics(v, "max_decay"))
 

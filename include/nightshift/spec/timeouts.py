@@ -6,10 +6,10 @@ from __future__ import annotations
 TIMEOUT_DEFAULTS: dict[str, int] = {
     "land": 30,  # land: CSV / SQL sources to Parquet
     "validate": 30,  # validate_*: the GX suites
-    "train": 120,  # build_training_set, train, evaluate
-    "score": 60,  # score (each shard), assemble
+    "train": 120,  # build_training_set, plan_search, trial (each), train, evaluate
+    "score": 60,  # score (each shard), assemble, score_shadow
     "publish": 15,  # publish: the partition swap
-    "monitor": 60,  # drift, performance, request_retraining
+    "monitor": 60,  # drift, performance, request_retraining, shadow_measure
     "registry": 15,  # resolve_run, register, gate, promote, rollback
 }
 
@@ -18,12 +18,16 @@ TASK_KINDS: dict[str, str] = {
     "build_training_set": "train",
     "train": "train",
     "evaluate": "train",
+    "plan_search": "train",
+    "trial": "train",
     "score": "score",
     "assemble": "score",
+    "score_shadow": "score",
     "publish": "publish",
     "drift": "monitor",
     "performance": "monitor",
     "request_retraining": "monitor",
+    "shadow_measure": "monitor",
 }
 
 

@@ -30,6 +30,11 @@ DDL_LOCK = "nightshift.ensure_tables"
 def _tables_ddl(t: Tables) -> list[Any]:
     s = sql()
     scores, latest, quarantine = t.published(t.scores), t.published(t.latest), t.published(t.quarantine)
+    view = [
+        s.SQL("CREATE OR REPLACE VIEW {} AS SELECT DISTINCT ON ({k}) * FROM {} ORDER BY {k}, score_date DESC").format(
+            latest, scores, k=s.Identifier(t.key)
+        )
+    ]
     return [
         s.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(s.Identifier(t.schema)),
         s.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(s.Identifier(t.staging_schema)),
@@ -37,9 +42,7 @@ def _tables_ddl(t: Tables) -> list[Any]:
         s.SQL(
             "CREATE TABLE IF NOT EXISTS {} ({}, PRIMARY KEY ({}, score_date)) PARTITION BY RANGE (score_date)"
         ).format(scores, columns_ddl(t), s.Identifier(t.key)),
-        s.SQL("CREATE OR REPLACE VIEW {} AS SELECT DISTINCT ON ({k}) * FROM {} ORDER BY {k}, score_date DESC").format(
-            latest, scores, k=s.Identifier(t.key)
-        ),
+        *([] if t.shadow else view),  # shadow scores are never anyone's latest score
         s.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(
             quarantine, s.SQL(", ").join(s.SQL(f"{n} {ty}") for n, ty in QUARANTINE_COLUMNS)
         ),
@@ -56,6 +59,11 @@ def _comments(spec: ModelSpec, t: Tables) -> list[Any]:
         f"Nightly scores of model {spec.name}: one partition per score_date, replaced atomically by "
         f"the Airflow DAG {spec.name}_scoring. {spec.description}"
     ).strip()
+    if t.shadow:
+        about_scores = (
+            f"Shadow scores of model {spec.name}: the pinned @challenger version scored beside the champion "
+            f"by the Airflow DAG {spec.name}_shadow, one partition per score_date; not in {spec.name}_scores."
+        )
     about_quarantine = (
         f"Input rows of {spec.name}_scoring that broke a row-level rule and were not scored; "
         "scored rows plus quarantined rows of a DAG run equal its input rows."
@@ -65,11 +73,14 @@ def _comments(spec: ModelSpec, t: Tables) -> list[Any]:
         s.SQL("COMMENT ON COLUMN {}.{} IS {}").format(
             scores, s.Identifier(t.key), s.Literal(f"Entity key ({spec.entity_key}) from the landing features.")
         ),
-        s.SQL("COMMENT ON VIEW {} IS {}").format(
-            latest, s.Literal(f"Each {spec.entity_key}'s most recent score of model {spec.name}.")
-        ),
         s.SQL("COMMENT ON TABLE {} IS {}").format(quarantine, s.Literal(about_quarantine)),
     ]
+    if not t.shadow:
+        comments.append(
+            s.SQL("COMMENT ON VIEW {} IS {}").format(
+                latest, s.Literal(f"Each {spec.entity_key}'s most recent score of model {spec.name}.")
+            )
+        )
     comments += [
         s.SQL("COMMENT ON COLUMN {}.{} IS {}").format(scores, s.Identifier(n), s.Literal(c))
         for n, _, c in t.score_columns
@@ -77,15 +88,16 @@ def _comments(spec: ModelSpec, t: Tables) -> list[Any]:
     return comments
 
 
-def ensure_tables(conn: connection, spec: ModelSpec) -> Tables:
+def ensure_tables(conn: connection, spec: ModelSpec, shadow: bool = False) -> Tables:
     """Create the schemas, tables, view, comments and grants if missing (idempotent).
 
     Grants go to ``nightshift_analyst`` when that role exists (see :func:`ensure_analyst_role`):
     SELECT on the scores table and the view, USAGE on the published schema, and default privileges
     so that tables created later in the schema are readable too. The quarantine table and the
-    staging schema stay private to the writer.
+    staging schema stay private to the writer. With ``shadow``, the challenger's ``<model>_shadow_scores``
+    (same columns and partitions, no latest-scores view).
     """
-    t = Tables.for_spec(spec)
+    t = Tables.for_spec(spec, shadow)
     with conn, conn.cursor() as cur:
         # Two first runs of new models may race on CREATE ... IF NOT EXISTS; serialise them.
         cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (DDL_LOCK,))
@@ -141,7 +153,8 @@ def _grant_analyst(cur: cursor, t: Tables) -> None:
     s = sql()
     role, schema = s.Identifier(ANALYST_ROLE), s.Identifier(t.schema)
     cur.execute(s.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(schema, role))
-    cur.execute(s.SQL("GRANT SELECT ON {}, {} TO {}").format(t.published(t.scores), t.published(t.latest), role))
+    readable = [t.published(t.scores)] if t.shadow else [t.published(t.scores), t.published(t.latest)]
+    cur.execute(s.SQL("GRANT SELECT ON {} TO {}").format(s.SQL(", ").join(readable), role))
     # Partitions reached through the parent need no grant; these make direct reads of a day's
     # partition (and tables created later in the schema) work too.
     cur.execute(s.SQL("ALTER DEFAULT PRIVILEGES IN SCHEMA {} GRANT SELECT ON TABLES TO {}").format(schema, role))

@@ -75,6 +75,9 @@ class Tables:
     key: str
     key_type: str
     target_type: str = "binary"
+    # The challenger's shadow tables: ``model`` is then ``<model>_shadow`` (a model name may not end in
+    # ``_shadow``), so its scores, partitions, staging tables and leases never meet the champion's.
+    shadow: bool = False
 
     def __post_init__(self) -> None:
         for what, value in (("model name", self.model), ("scoring.schema", self.schema), ("entity_key", self.key)):
@@ -85,8 +88,11 @@ class Tables:
             raise ValueError(f"target.type {self.target_type!r} is not one of {', '.join(OUTPUT_COLUMNS)}")
 
     @classmethod
-    def for_spec(cls, spec: ModelSpec) -> Tables:
-        return cls(spec.name, spec.scoring.schema_name, spec.entity_key, spec.scoring.entity_key_type, spec.target.type)
+    def for_spec(cls, spec: ModelSpec, shadow: bool = False) -> Tables:
+        """The tables of ``spec``; with ``shadow``, those of its challenger in shadow (``<model>_shadow_scores``)."""
+        model = f"{spec.name}_shadow" if shadow else spec.name
+        key, key_type = spec.entity_key, spec.scoring.entity_key_type
+        return cls(model, spec.scoring.schema_name, key, key_type, spec.target.type, shadow)
 
     @property
     def output_columns(self) -> tuple[Column, ...]:

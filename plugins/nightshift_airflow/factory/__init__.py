@@ -4,7 +4,8 @@ A new YAML file yields a new set of DAGs with no code change. A spec that fails 
 take the other models down: it becomes a one-task DAG ``<file>_invalid_spec`` that fails with the
 validation message, so the problem is visible in the UI and in alerts.
 
-One module per DAG kind (:mod:`.training`, :mod:`.scoring`, :mod:`.monitoring`, :mod:`.rollback`);
+One module per DAG kind (:mod:`.training`, :mod:`.scoring`, :mod:`.monitoring`, :mod:`.rollback`,
+:mod:`.shadow` for ``promotion.mode: shadow``);
 what they share is in :mod:`.common`, their docs in :mod:`.docs`. The files only wire operators.
 """
 
@@ -20,6 +21,7 @@ from nightshift_airflow.factory.common import champion_asset, cron, retraining_a
 from nightshift_airflow.factory.monitoring import monitoring_dag
 from nightshift_airflow.factory.rollback import rollback_dag
 from nightshift_airflow.factory.scoring import scoring_dag
+from nightshift_airflow.factory.shadow import shadow_dag
 from nightshift_airflow.factory.training import training_dag
 from nightshift_airflow.notifiers import FailureAlert, RunFailureAlert
 
@@ -37,6 +39,7 @@ __all__ = [
     "rollback_dag",
     "scores_asset",
     "scoring_dag",
+    "shadow_dag",
     "training_dag",
 ]
 
@@ -75,3 +78,5 @@ def build_all(directory: Path | None = None) -> Iterator[DAG]:
         yield scoring_dag(spec)
         yield monitoring_dag(spec)
         yield rollback_dag(spec)
+        if spec.promotion.mode == "shadow":
+            yield shadow_dag(spec)

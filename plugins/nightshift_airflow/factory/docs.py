@@ -75,6 +75,19 @@ trigger with `score_date`; the day's rows and report are replaced.
 **Owner:** {owner}. **Runbook:** `docs/runbook.md`.
 """
 
+SHADOW_DOC = """
+### {name} shadow
+
+**What it does:** after `{name}_scoring` publishes a day (Asset `{name}_scores`), scores the same day
+with the version holding `@challenger` in shadow (it passed the offline gate; `promotion.mode: shadow`)
+into `{schema}.{name}_shadow_scores`: the same columns, partitions and lineage as the scores, never in
+`{name}_scores` or the latest-scores view. Skipped when no challenger is in shadow. A failure alerts
+on-call and never touches the champion's scores. `{name}_monitoring` compares both versions on each
+labelled day and promotes or retires the challenger after {days} labelled days.
+
+**Re-run a day:** trigger with `run_date`. **Owner:** {owner}. **Runbook:** `docs/runbook.md`.
+"""
+
 ROLLBACK_DOC = """
 ### {name} rollback
 

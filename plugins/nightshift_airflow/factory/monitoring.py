@@ -3,6 +3,7 @@ and a retraining request when they cross the spec's thresholds."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from nightshift_airflow.factory.common import (
@@ -10,6 +11,7 @@ from nightshift_airflow.factory.common import (
     REPORTS_ROOT,
     WORK_ROOT,
     apply_timeouts,
+    champion_asset,
     model_dag,
     optional_date,
     retraining_asset,
@@ -22,6 +24,8 @@ from nightshift_airflow.operators.monitoring import (
     RequestRetrainingOperator,
     ResolveMonitoringRunOperator,
 )
+from nightshift_airflow.operators.promotion import ApprovePromotionOperator, PromoteChampionOperator
+from nightshift_airflow.operators.shadow import MeasureShadowOperator, ShadowGateOperator
 
 if TYPE_CHECKING:
     from airflow.sdk import DAG
@@ -67,4 +71,36 @@ def monitoring_dag(spec: ModelSpec) -> DAG:
             outlets=[retraining_asset(m)],
         )
         resolve >> [drift, performance] >> request
+        if spec.promotion.mode == "shadow":
+            _shadow_tasks(spec, resolve)
     return apply_timeouts(dag, spec)
+
+
+def _shadow_tasks(spec: ModelSpec, resolve: ResolveMonitoringRunOperator) -> None:
+    """Measure both versions on each labelled day, the live gate, (approval,) and the promotion."""
+    m = spec.name
+    roots = {"landing_root": LANDING_ROOT, "work_root": WORK_ROOT}
+    measure = MeasureShadowOperator.partial(
+        task_id="shadow_measure", model=m, reports_root=REPORTS_ROOT, **roots
+    ).expand(day=resolve.output)
+    gate = ShadowGateOperator(task_id="shadow_gate", model=m, measured=measure.output)
+    approval = None
+    if spec.promotion.approval:
+        approval = ApprovePromotionOperator(
+            task_id="approve_shadow_promotion",
+            model=m,
+            decision=gate.output,
+            response_timeout=timedelta(hours=spec.promotion.approval_timeout_hours),
+        )
+    promote = PromoteChampionOperator(
+        task_id="promote_shadow",
+        model=m,
+        decision=gate.output,
+        approval=approval.output if approval else None,
+        outlets=[champion_asset(m)],
+    )
+    resolve >> measure >> gate
+    if approval:
+        gate >> approval >> promote
+    else:
+        gate >> promote

@@ -82,7 +82,13 @@ def _promotion(spec: ModelSpec, gate: GateOperator) -> None:
         response_timeout=timedelta(hours=spec.promotion.approval_timeout_hours),
     )
     promote = PromoteChampionOperator(
-        task_id="promote", model=m, decision=gate.output, approval=approve.output, outlets=[champion_asset(m)]
+        task_id="promote",
+        model=m,
+        decision=gate.output,
+        approval=approve.output,
+        outlets=[champion_asset(m)],
+        # shadow mode: the approval is skipped when the challenger only enters shadow, and promote must run
+        trigger_rule="none_failed" if spec.promotion.mode == "shadow" else "all_success",
     )
     gate >> approve >> promote
 

@@ -191,6 +191,8 @@ class RealisedPerformanceOperator(_DayOperator):
         if self.land(spec, "labels", day.labelled_date) == 0:
             self.log.info("no labels of %s in the source yet: nothing to measure", labelled)
             return {"score_date": labelled, "skipped": "no labels in the source yet", "retrain": False}
+        if spec.monitoring.slices and not self.storage.exists(day.labelled_input_uri):
+            self.land(spec, "features", day.labelled_date)  # slices group the labelled rows by these
         with self.warehouse() as conn:
             check = measure_day(self.storage, self.mlflow, conn, spec, day, context["run_id"], self.reports_root)
         if check.row is None:
@@ -207,13 +209,21 @@ class RealisedPerformanceOperator(_DayOperator):
             ", ".join(f"{k} {v:.4f}" for k, v in row.metrics.items() if k != "labelled_rows"),
             f" (holdout {headline} {holdout:.4f})" if holdout is not None else "",
         )
-        if row.reasons:
-            self.log.info("DECAY: %s", "; ".join(row.reasons))
+        for s in check.slices:
+            value = s.metrics.get(headline)
+            self.log.info(
+                "slice %s: %s%s",
+                s.where,
+                f"{headline} {value:.4f}" if value is not None else "not judged",
+                f" ({s.note})" if s.note else "",
+            )
+        if check.reasons:
+            self.log.info("DECAY: %s", "; ".join(check.reasons))
         return {
             "score_date": labelled,
             headline: row.metrics.get(headline),
-            "reasons": row.reasons,
-            "retrain": bool(row.reasons),
+            "reasons": check.reasons,
+            "retrain": bool(check.reasons),
         }
 
 

@@ -69,6 +69,8 @@ class PromoteChampionOperator(_ChampionMover):
 
         if not self.decision["passed"]:
             raise AirflowSkipException(f"champion unchanged: {self.decision['summary']}")
+        if enters_shadow(spec, self.decision):
+            self.enter_shadow(context, spec)
         approved_by = None
         if spec.promotion.approval:
             chosen = (self.approval or {}).get("chosen_options") or []
@@ -78,16 +80,65 @@ class PromoteChampionOperator(_ChampionMover):
                 )
             approved_by = _user_name(self.approval.get("responded_by_user"))
         version = int(self.decision["version"])
+        live = bool(self.decision.get("live"))
         move = ChampionMove(
-            kind="force" if self.decision["verdict"] == "forced" else "gate",
-            reason=self.decision["summary"],
+            kind="shadow" if live else "force" if self.decision["verdict"] == "forced" else "gate",
+            reason=self.decision["summary"] + (live_figures(spec, self.decision) if live else ""),
             requested_by=requested_by(context),
             dag_id=context["dag"].dag_id,
             run_id=context["run_id"],
             approved_by=approved_by,
         )
         previous = self.move(context, spec, version, move)
+        if live:
+            self.end_shadow(context, spec)
         return {"champion_version": version, "previous_champion": previous, "approved_by": approved_by}
+
+    def end_shadow(self, context: Context, spec: ModelSpec) -> None:
+        """After a live promotion: the version leaves shadow (tag, ``@challenger`` dropped, decision row)."""
+        from dataclasses import fields
+
+        from include.nightshift import shadow
+
+        names = {f.name for f in fields(shadow.LiveDecision)}
+        decision = shadow.LiveDecision(**{k: v for k, v in self.decision.items() if k in names})
+        with self.warehouse() as conn:
+            shadow.end_shadow(conn, self.mlflow, spec, decision, shadow.Step(context["dag"].dag_id, context["run_id"]))
+
+    def enter_shadow(self, context: Context, spec: ModelSpec) -> None:
+        """``promotion.mode: shadow`` with a champion: the gated version enters shadow; this task is skipped."""
+        from include.nightshift import shadow
+
+        version, champion = int(self.decision["version"]), int(self.decision["champion_version"])
+        step = shadow.Step(context["dag"].dag_id, context["run_id"])
+        reason = f"passed the offline gate; scored beside champion version {champion} ({self.decision['summary']})"
+        with self.warehouse() as conn:
+            entry = shadow.enter_shadow(conn, self.mlflow, spec, version, champion, reason, step)
+        self.log.info("%s", entry.summary(spec.name))
+        raise AirflowSkipException(
+            f"champion unchanged: {entry.summary(spec.name)}; it is promoted only if it wins on "
+            f"{spec.promotion.shadow_days} labelled live days (promotion.mode shadow)"
+        )
+
+
+def live_figures(spec: ModelSpec, decision: dict[str, Any]) -> str:
+    """The pooled live figures of both versions, for the promotion log's reason."""
+    champion, challenger = decision.get("champion") or {}, decision.get("challenger") or {}
+    metrics = sorted(set(spec.gate.floors) | set(spec.gate.max_regression) | {spec.headline_metric})
+    parts = [
+        f"{m} {challenger[m]:.4f} vs champion {champion[m]:.4f}" for m in metrics if m in champion and m in challenger
+    ]
+    return f"; live figures: {', '.join(parts)}" if parts else ""
+
+
+def enters_shadow(spec: ModelSpec, decision: dict[str, Any]) -> bool:
+    """A passing, unforced challenger enters shadow when the spec asks for it and a champion exists."""
+    return (
+        spec.promotion.mode == "shadow"
+        and not decision.get("live")
+        and decision.get("verdict") == "passed"
+        and decision.get("champion_version") is not None
+    )
 
 
 def _user_name(user: Any) -> str | None:
@@ -151,8 +202,14 @@ class ApprovePromotionOperator(ApprovalOperator):
         self.decision = decision
 
     def execute(self, context: Context) -> Any:
+        from include.nightshift.spec import load_model
+
         if not self.decision["passed"]:
             raise AirflowSkipException(f"no approval needed: {self.decision['summary']}")
+        if enters_shadow(load_model(self.model), self.decision):
+            raise AirflowSkipException(
+                "no approval needed now: the challenger enters shadow; approval is asked before the live promotion"
+            )
         self.subject = f"Promote {self.model} version {self.decision['version']} to @champion?"
         current = self.decision.get("champion_version")
         self.body = (

@@ -193,6 +193,9 @@ class EvaluateChallengerOperator(_UsesTrainingSet):
 class RegisterModelOperator(_UsesTrainingSet):
     """Register the challenger as a new model version with alias ``challenger``; returns the version.
 
+    In ``promotion.mode: shadow`` the alias is left alone: it names the version in shadow, which a new
+    version becomes only once it passes the gate (see ``PromoteChampionOperator``).
+
     Args:
         trained: The output of ``TrainModelOperator`` (templated).
     """
@@ -213,13 +216,14 @@ class RegisterModelOperator(_UsesTrainingSet):
             "nightshift.data_hash": self.training_set["content_hash"],
         }
         t = self.trained
-        mv = register(self.mlflow, spec, t["model_uri"], t["model_id"], t["run_id"], tags)
+        gate_mode = spec.promotion.mode == "gate"
+        mv = register(self.mlflow, spec, t["model_uri"], t["model_id"], t["run_id"], tags, set_challenger=gate_mode)
         for key in ("train_uri", "holdout_uri"):
             self.read_file(self.training_set[key])
         self.lineage.wrote(model_version_dataset(self.mlflow_hook.tracking_uri, spec.name, mv.version))
         url = self.mlflow_hook.model_version_url(spec.name, mv.version)
         context["ti"].xcom_push(key=MlflowModelVersionLink.url_key, value=url)
-        self.log.info("registered %s version %s as @challenger", spec.name, mv.version)
+        self.log.info("registered %s version %s%s", spec.name, mv.version, " as @challenger" if gate_mode else "")
         return int(mv.version)
 
 

@@ -10,6 +10,7 @@ from pydantic import BeforeValidator, ConfigDict, Field, ValidationInfo, field_v
 from include.nightshift.spec import estimators
 from include.nightshift.spec.metrics import Metric, TargetType, non_negative_metrics, target_type_of
 from include.nightshift.spec.names import Frozen, SafeName, check_safe_name
+from include.nightshift.spec.search import Search, check_search
 
 
 class Feature(Frozen):
@@ -169,6 +170,8 @@ class Training(Frozen):
     random_seed: int = 42
     # Rows of the training data saved with the model as the monitoring reference.
     reference_sample_rows: int = Field(default=5000, ge=100)
+    # A hyperparameter search (trials as mapped tasks) before the final fit; see spec/search.py.
+    search: Search | None = None
 
     @field_validator("algorithm")
     @classmethod
@@ -197,6 +200,13 @@ class Training(Frozen):
             raise ValueError(
                 f"holdout_days ({self.holdout_days}) must be smaller than window_days ({self.window_days})"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _search_fits(self, info: ValidationInfo) -> Training:
+        kind = target_type_of(info)
+        if self.search is not None and kind is not None:
+            check_search(self.search, estimators.resolve(kind, self.algorithm), self.window_days, self.holdout_days)
         return self
 
 

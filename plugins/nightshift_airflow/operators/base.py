@@ -43,6 +43,15 @@ def final_on_bad_input() -> Iterator[None]:
         raise AirflowFailException(str(exc)) from exc
 
 
+def peak_rss_mb() -> int:
+    """The peak resident set size of this process so far, in MB (Linux reports kilobytes)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak / 1024 / 1024) if sys.platform == "darwin" else int(peak / 1024)
+
+
 def run_slug(run_id: str) -> str:
     """A DAG run id made safe for a path segment."""
     return re.sub(r"[^A-Za-z0-9_.-]", "_", run_id)
@@ -145,8 +154,12 @@ class NightshiftOperator(BaseOperator):
         return self.spec
 
     def execute(self, context: Context) -> Any:
-        with final_on_bad_input():
-            return self.run(context, self.effective_spec())
+        try:
+            with final_on_bad_input():
+                return self.run(context, self.effective_spec())
+        finally:
+            # bench/nightly.py reads this line from the task logs (the task's peak, not the worker's).
+            self.log.info("peak RSS of this task: %d MB", peak_rss_mb())
 
     def run(self, context: Context, spec: ModelSpec) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -91,7 +91,13 @@ def bench_stack() -> Iterator[Stack]:
     _stack_cli("down", env)
     import shutil
 
+    from scripts.stack.postgres import ensure_databases, ensure_postgres
+
     shutil.rmtree(home, ignore_errors=True)
+    # Fresh databases: a registry left by an earlier run would point at artifacts removed with the home.
+    prefix = env["NIGHTSHIFT_DB_PREFIX"]
+    server = ensure_postgres(Stack(home=home, db_prefix=prefix))
+    ensure_databases(server, [f"{prefix}_{db}" for db in ("airflow", "mlflow", "warehouse")], reset=True)
     (home / "models").mkdir(parents=True)
     os.environ.update({k: v for k, v in env.items() if k.startswith("NIGHTSHIFT_")})
     write_spec(home / "models")

@@ -14,7 +14,8 @@ help:
 	@echo "make logs    where the logs are"
 	@echo "make status  which services are running"
 	@echo "make bench   benchmarks (ROWS=1000000): scoring vs to_sql, predict-only and raw COPY;"
-	@echo "             drift on a seeded sample vs Evidently on every row"
+	@echo "             drift on a seeded sample vs Evidently on every row; the nightly path at 1M and 10M"
+	@echo "             rows through the real scheduler (own stack in .local-bench) and training memory"
 
 $(STAMP): requirements.txt constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,6 +39,7 @@ RSS_ROWS ?= 5000000
 bench: venv
 	$(PY) -m bench.scoring --rows $(ROWS) --rss-rows $(RSS_ROWS)
 	$(PY) -m bench.drift --rows $(ROWS)
+	$(PY) -m bench.nightly
 
 logs:
 	@$(PY) -m scripts.stack logs

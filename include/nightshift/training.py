@@ -71,7 +71,9 @@ def _fit_and_measure(spec: ModelSpec, pipeline: Pipeline, ts: TrainingSet) -> tu
     return x_train, metrics
 
 
-def _log_params_and_data(spec: ModelSpec, ts: TrainingSet, window: Window, algorithm: str) -> None:
+def _log_params_and_data(
+    spec: ModelSpec, ts: TrainingSet, window: Window, algorithm: str, params: dict[str, Any]
+) -> None:
     import mlflow
     from mlflow.data.pandas_dataset import from_pandas
 
@@ -85,7 +87,7 @@ def _log_params_and_data(spec: ModelSpec, ts: TrainingSet, window: Window, algor
             "data_hash": ts.content_hash,
             "train_rows": len(ts.train),
             "holdout_rows": len(ts.holdout),
-            **{f"hp_{k}": v for k, v in spec.hyperparameters(algorithm).items()},
+            **{f"hp_{k}": v for k, v in params.items()},
         }
     )
     mlflow.log_input(
@@ -134,22 +136,33 @@ def train_and_log(
     algorithm: str,
     run_tags: dict[str, str],
     artifacts: dict[str, Any] | None = None,
+    search: dict[str, Any] | None = None,
+    run_id: str | None = None,
 ) -> TrainResult:
     """Fit the pipeline and record everything in one MLflow run.
 
     Logs the hyperparameters, training and holdout metrics, the model with its signature and an
     input example, the data window and content hash, a reference sample for drift monitoring, and
     ``artifacts`` (dicts, e.g. the GX validation results) as JSON.
+
+    Args:
+        search: A finished hyperparameter search (:func:`include.nightshift.search.summary`): its best
+            parameters override the spec's, and the space, the trials and the best are logged.
+        run_id: Continue this (already open) run, the parent of the search's trials, instead of a new one.
     """
     import mlflow
 
     mlflow.set_tracking_uri(client.tracking_uri)
     experiment = mlflow.set_experiment(experiment_name(spec))
-    pipeline = build_pipeline(spec, algorithm)
+    params = {**spec.hyperparameters(algorithm), **(search["best"]["params"] if search else {})}
+    pipeline = build_pipeline(spec, algorithm, params)
     tags = {f"{TAG}.model": spec.name, f"{TAG}.algorithm": algorithm, f"{TAG}.data_hash": ts.content_hash, **run_tags}
-    with mlflow.start_run(experiment_id=experiment.experiment_id, tags=tags) as run:
+    with mlflow.start_run(run_id=run_id, experiment_id=None if run_id else experiment.experiment_id, tags=tags) as run:
+        mlflow.set_tags(tags)
         x_train, metrics = _fit_and_measure(spec, pipeline, ts)
-        _log_params_and_data(spec, ts, window, algorithm)
+        _log_params_and_data(spec, ts, window, algorithm, params)
+        if search:
+            _log_search(search)
         mlflow.log_metrics(metrics)
         for name, payload in (artifacts or {}).items():
             mlflow.log_dict(payload, f"validation/{name}.json")
@@ -169,6 +182,18 @@ def train_and_log(
         metrics[f"holdout_{headline}"],
     )
     return TrainResult(run.info.run_id, info.model_uri, info.model_id, experiment.experiment_id, metrics)
+
+
+def _log_search(search: dict[str, Any]) -> None:
+    """The search on the training run: the space and every trial as JSON, the best trial's metric and index."""
+    import mlflow
+
+    mlflow.log_dict(search, "search/search.json")
+    mlflow.log_dict({"trials": search["trials"]}, "search/trials.json")
+    mlflow.log_metric(f"search_best_validation_{search['metric']}", search["best"]["value"])
+    mlflow.set_tags(
+        {f"{TAG}.search_trials": str(len(search["trials"])), f"{TAG}.search_best_trial": str(search["best"]["index"])}
+    )
 
 
 def model_requirements() -> list[str]:

@@ -3,7 +3,8 @@ backend) with two named workers, a real scheduler and API server, and every file
 server mode on loopback): landing data, work files, MLflow artifacts and drift reports.
 
 Land on S3 -> train -> score a day big enough for four shards -> drift report on S3. The shards ran
-on both workers and the day is in Postgres exactly once."""
+on both workers and the day is in Postgres exactly once. A second model, ``tuned`` (churn with a
+``training.search``), runs its trials as mapped tasks on both workers."""
 
 from __future__ import annotations
 
@@ -26,6 +27,11 @@ REDIS_URL = "redis://127.0.0.1:6379/7"  # its own database number: no other stac
 BUCKET = "nightshift-lake"
 TODAY = date(2026, 11, 20)
 BIG_DAY = date(2026, 12, 1)  # 40,000 rows: four shards of 10,000
+TUNED_SEARCH = {
+    "n_trials": 4,
+    "seed": 3,
+    "space": {"max_iter": {"choices": [10, 20]}, "max_depth": {"low": 2, "high": 6, "type": "int"}},
+}
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +98,9 @@ def _stack(endpoint: str):
     raw = yaml.safe_load((ROOT / "include" / "models" / "churn.yaml").read_text())
     raw["scoring"] = {**raw.get("scoring", {}), "shard_rows": 10_000}
     (models / "churn.yaml").write_text(yaml.safe_dump(raw))
+    # The same data (its landing URIs name churn), with a search of four small trials.
+    tuned = {**raw, "name": "tuned", "training": {**raw["training"], "search": TUNED_SEARCH}}
+    (models / "tuned.yaml").write_text(yaml.safe_dump(tuned))
     env["NIGHTSHIFT_MODELS_DIR"] = str(models)
     server = (
         os.environ.get("NIGHTSHIFT_DB_URL")
@@ -215,3 +224,26 @@ def _drift_report(cur, day: date, timeout: float = 300) -> str:
         cur.connection.commit()
         time.sleep(2)
     raise AssertionError(f"no drift result for {day} after {timeout:.0f} s")
+
+
+def test_search_trials_run_on_both_celery_workers(celery_stack):
+    stack, api, _, _ = celery_stack
+    api.wait_for_dag("tuned_training")
+    api.unpause("tuned_training")
+    run_id = api.trigger("tuned_training", conf={"window_end": (TODAY - timedelta(days=7)).isoformat()})
+    assert api.wait_for_run("tuned_training", run_id, timeout=600)["state"] == "success", api.failed_task_errors(
+        "tuned_training", run_id
+    )
+
+    on = {name: _executed_on((stack.log_dir / f"{name}.log").read_text(), run_id) for name in stack.worker_names}
+    trials = {(t, i) for ran in on.values() for t, i in ran if t == "trial"}
+    assert trials == {("trial", i) for i in range(4)}, on
+    assert all(any(t == "trial" for t, _ in ran) for ran in on.values()), f"trials did not spread: {on}"
+
+    # The train task read every mapped trial's result: its log (as on-call reads it) holds no error line.
+    logs = [p for p in stack.home.rglob("task_id=train/*.log") if "dag_id=tuned_training" in str(p)]
+    assert logs, "the train task's log"
+    for path in logs:
+        errors = [line for line in path.read_text().splitlines() if re.search(r'"level":\s*"(error|critical)"', line)]
+        assert not errors, errors
+        assert "best of 4 trials" in path.read_text()

@@ -14,6 +14,7 @@ class RunResult:
     errors: dict[str, str] = field(default_factory=dict)
     error_types: dict[str, str] = field(default_factory=dict)  # the exception's class: final or retryable
     run_id: str = ""
+    map_indexes: dict[str, list[int]] = field(default_factory=dict)  # mapped tasks: the indexes that ran
 
     def failed_task(self) -> str | None:
         failed = [t for t, s in self.tasks.items() if s == "failed"]
@@ -44,7 +45,14 @@ def run_dag(dag: Any, run_date: date, conf: dict[str, Any] | None = None) -> Run
     dr = dag.test(logical_date=datetime.combine(run_date, time(6, 0), tzinfo=UTC), run_conf=conf or {})
     tasks = {ti.task_id: (ti.state.value if hasattr(ti.state, "value") else ti.state) for ti in dr.get_task_instances()}
     state = dr.state.value if hasattr(dr.state, "value") else str(dr.state)
-    return RunResult(state=state, tasks=tasks, errors=errors, error_types=error_types, run_id=dr.run_id)
+    mapped: dict[str, list[int]] = {}
+    for ti in dr.get_task_instances():
+        if ti.map_index >= 0:
+            mapped.setdefault(ti.task_id, []).append(ti.map_index)
+    mapped = {t: sorted(i) for t, i in mapped.items()}
+    return RunResult(
+        state=state, tasks=tasks, errors=errors, error_types=error_types, map_indexes=mapped, run_id=dr.run_id
+    )
 
 
 def lineage_of(stack: Any, run_id: str) -> dict[str, dict[str, list[dict[str, Any]]]]:

@@ -371,3 +371,27 @@ def test_a_model_error_mid_stream_is_raised_as_is_and_leaves_nothing(spec, model
 
     assert staging_left(conn, small) == [], "both staging tables were rolled back"
     assert day_state(conn, small) == (1000, {"run-ok"})
+
+
+def test_a_key_twice_in_a_day_fails_at_assemble_and_publishes_nothing(spec, model, connect, tmp_path):
+    """The output suite no longer checks key uniqueness: the staged table's primary key must catch it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from include.nightshift.errors import DataValidationError
+
+    spec = spec.model_copy(update={"scoring": spec.scoring.model_copy(update={"shard_rows": 200_000})})
+    uri = write_day(spec, tmp_path.as_uri(), 400_000)
+    path = uri.removeprefix("file://")
+    table = pq.read_table(path)
+    pq.write_table(pa.concat_tables([table, table.slice(0, 3)]), path, row_group_size=200_000)
+    conn, qconn = connect(), connect()
+    from include.nightshift import warehouse
+
+    warehouse.ensure_tables(conn, spec)
+    before = day_state(conn, spec)
+
+    with pytest.raises(DataValidationError, match="duplicate customer_id values"):
+        score_day(conn, qconn, spec, model, uri, "run-duplicates")
+
+    assert day_state(conn, spec) == before

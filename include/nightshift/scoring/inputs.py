@@ -34,19 +34,28 @@ class Shard:
         return cls(int(d["index"]), tuple(int(g) for g in d["row_groups"]), int(d["rows"]))
 
 
-def plan_shards(row_group_rows: list[int], shard_rows: int) -> list[Shard]:
-    """Group consecutive row groups into shards of at least ``shard_rows`` rows (the last may be smaller).
+def plan_shards(row_group_rows: list[int], shard_rows: int, slots: int = 1) -> list[Shard]:
+    """Group consecutive row groups into shards of about ``shard_rows`` rows.
 
-    A single row group is never split, so a file written as one huge row group is one shard.
+    A day bigger than one shard gets a multiple of ``slots`` shards of about equal size (never larger
+    than ``shard_rows`` on average): 10M rows on 2 slots are 6 shards in 3 full waves, not 5 shards whose
+    last wave leaves a slot idle. A single row group is never split, so a file written as one huge row
+    group is one shard.
     """
+    total = sum(row_group_rows)
+    count = -(-total // shard_rows) if total else 1
+    if count > 1 and slots > 1:
+        count = -(-count // slots) * slots
+    target = total / count if count else total
     shards: list[Shard] = []
     groups: list[int] = []
-    rows = 0
+    rows = done = 0
     for i, n in enumerate(row_group_rows):
         groups.append(i)
         rows += n
-        if rows >= shard_rows:
+        if done + rows >= (len(shards) + 1) * target - 1e-9 and len(shards) < count - 1:
             shards.append(Shard(len(shards), tuple(groups), rows))
+            done += rows
             groups, rows = [], 0
     if groups:
         shards.append(Shard(len(shards), tuple(groups), rows))
@@ -98,7 +107,7 @@ def inspect_input(storage: Storage, spec: ModelSpec, uri: str) -> tuple[int, lis
         )
     check_input_schema(spec, uri, schema)
     groups = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
-    return total, plan_shards(groups, spec.scoring.shard_rows)
+    return total, plan_shards(groups, spec.scoring.shard_rows, spec.scoring.shard_slots)
 
 
 def read_sample(storage: Storage, spec: ModelSpec, uri: str, day: date, max_rows: int) -> pd.DataFrame:

@@ -12,7 +12,10 @@ from __future__ import annotations
 import importlib
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 _CLASSIFIERS = {
     "logistic_regression": "sklearn.linear_model.LogisticRegression",
@@ -115,19 +118,28 @@ def _imported(target_type: str, path: str, allowed: str) -> Estimator:
     return Estimator(path, path, frozenset(instance.get_params(deep=False)), builtin=False)
 
 
-def check_hyperparameters(estimator: Estimator, params: dict[str, Any], target_type: str) -> None:
-    """Every name in ``params`` is a parameter of the estimator (and a classifier can give probabilities).
+def check_parameter_names(estimator: Estimator, names: Iterable[str]) -> None:
+    """Every name is a parameter of the estimator.
 
     Raises:
         ValueError: naming the unknown parameters and listing the estimator's own.
     """
-    unknown = sorted(set(params) - estimator.parameters)
+    unknown = sorted(set(names) - estimator.parameters)
     if unknown:
         verb = "is not a parameter" if len(unknown) == 1 else "are not parameters"
         raise ValueError(
             f"{', '.join(repr(u) for u in unknown)} {verb} of {estimator.path}; "
             f"its parameters: {', '.join(sorted(estimator.parameters))}"
         )
+
+
+def check_hyperparameters(estimator: Estimator, params: dict[str, Any], target_type: str) -> None:
+    """Every name in ``params`` is a parameter of the estimator (and a classifier can give probabilities).
+
+    Raises:
+        ValueError: naming the unknown parameters and listing the estimator's own.
+    """
+    check_parameter_names(estimator, params)
     if target_type != "regression" and not estimator.builtin:
         instance = estimator.load()(**params)
         if not hasattr(instance, "predict_proba"):

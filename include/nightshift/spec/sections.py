@@ -10,6 +10,7 @@ from pydantic import BeforeValidator, ConfigDict, Field, ValidationInfo, field_v
 from include.nightshift.spec import estimators
 from include.nightshift.spec.metrics import Metric, TargetType, non_negative_metrics, target_type_of
 from include.nightshift.spec.names import Frozen, SafeName, check_safe_name
+from include.nightshift.spec.search import Search, check_search
 from include.nightshift.spec.timeouts import TIMEOUT_DEFAULTS
 
 
@@ -170,6 +171,8 @@ class Training(Frozen):
     random_seed: int = 42
     # Rows of the training data saved with the model as the monitoring reference.
     reference_sample_rows: int = Field(default=5000, ge=100)
+    # A hyperparameter search (trials as mapped tasks) before the final fit; see spec/search.py.
+    search: Search | None = None
 
     @field_validator("algorithm")
     @classmethod
@@ -198,6 +201,13 @@ class Training(Frozen):
             raise ValueError(
                 f"holdout_days ({self.holdout_days}) must be smaller than window_days ({self.window_days})"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _search_fits(self, info: ValidationInfo) -> Training:
+        kind = target_type_of(info)
+        if self.search is not None and kind is not None:
+            check_search(self.search, estimators.resolve(kind, self.algorithm), self.window_days, self.holdout_days)
         return self
 
 
@@ -236,6 +246,8 @@ class Scoring(Frozen):
     batch_rows: int = Field(default=100_000, ge=1_000, le=2_000_000)
     # Days with more rows are split into shards of about this size, scored by parallel mapped tasks.
     shard_rows: int = Field(default=2_000_000, ge=10_000)
+    # The scoring pool's slots: a day of several shards gets a multiple of this many, so no wave idles a slot.
+    shard_slots: int = Field(default=2, ge=1, le=64)
     # Share of a day's rows that may break row-level rules (and go to quarantine) before the run fails.
     max_quarantine_fraction: float = Field(default=0.01, ge=0.0, le=1.0)
     # The GX input suite reads at most this many rows of the day (the whole day when smaller).

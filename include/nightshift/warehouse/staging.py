@@ -146,6 +146,9 @@ def duplicate_keys_error(tables: Tables, day: date, detail: str | None) -> DataV
     )
 
 
+ASSEMBLE_MAINTENANCE_MEM = "512MB"
+
+
 def assemble(conn: connection, tables: Tables, consts: Constants, shards: int) -> str:
     """Merge the shards' staging tables into one table shaped like the day's partition.
 
@@ -165,6 +168,9 @@ def assemble(conn: connection, tables: Tables, consts: Constants, shards: int) -
     t_ident = tables.staged(target)
     try:
         with conn, conn.cursor() as cur:
+            # The key build sorts every row of the day: with the default 64 MB it spills to disk in runs
+            # (server memory for this transaction only, not the task's).
+            cur.execute(s.SQL("SET LOCAL maintenance_work_mem = {}").format(s.Literal(ASSEMBLE_MAINTENANCE_MEM)))
             for i in range(1, shards):
                 other = tables.staged(tables.staging(day, run, f"s{i}"))
                 cur.execute(s.SQL("INSERT INTO {} SELECT * FROM {}").format(t_ident, other))

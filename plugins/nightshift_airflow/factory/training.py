@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import DAG, AssetOrTimeSchedule, Param, XComArg
 
@@ -22,6 +22,7 @@ from nightshift_airflow.factory.common import (
 from nightshift_airflow.factory.docs import TRAINING_DOC
 from nightshift_airflow.operators.landing import LandWindowOperator
 from nightshift_airflow.operators.promotion import ApprovePromotionOperator, PromoteChampionOperator
+from nightshift_airflow.operators.search import PlanSearchOperator, SearchTrialOperator
 from nightshift_airflow.operators.training import (
     BuildTrainingSetOperator,
     EvaluateChallengerOperator,
@@ -93,6 +94,20 @@ def _promotion(spec: ModelSpec, gate: GateOperator) -> None:
     gate >> approve >> promote
 
 
+def _search_tasks(
+    spec: ModelSpec, resolve: BaseOperator, build: BaseOperator, checked: BaseOperator
+) -> tuple[BaseOperator, Any] | None:
+    """``plan_search`` and the mapped ``trial`` tasks (in the training pool), when the spec has a search."""
+    if spec.training.search is None:
+        return None
+    plan = PlanSearchOperator(task_id="plan_search", model=spec.name, resolved=resolve.output)
+    trial = SearchTrialOperator.partial(
+        task_id="trial", pool=TRAINING_POOL, model=spec.name, training_set=build.output
+    ).expand(trial=plan.output)
+    checked >> plan >> trial
+    return plan, trial
+
+
 def _training_tasks(spec: ModelSpec) -> None:
     m = spec.name
     resolve = ResolveTrainingRunOperator(task_id="resolve_run", model=m)
@@ -114,6 +129,7 @@ def _training_tasks(spec: ModelSpec) -> None:
         task_id="validate_training_set", model=m, training_set=build.output, work_root=WORK_ROOT
     )
     validations = {stage: XComArg(op, key="summary") for stage, op in raw.items()}
+    search = _search_tasks(spec, resolve, build, checked)
     train = TrainModelOperator(
         task_id="train",
         pool=TRAINING_POOL,
@@ -121,6 +137,7 @@ def _training_tasks(spec: ModelSpec) -> None:
         resolved=resolve.output,
         training_set=build.output,
         validations={**validations, "training_set": XComArg(checked, key="summary")},
+        **({"search_plan": search[0].output, "trials": search[1].output} if search else {}),
     )
     evaluate = EvaluateChallengerOperator(
         task_id="evaluate", pool=TRAINING_POOL, model=m, trained=train.output, training_set=build.output
@@ -140,6 +157,8 @@ def _training_tasks(spec: ModelSpec) -> None:
         )
         resolve >> land >> list(raw.values())
     resolve >> list(raw.values()) >> build >> checked >> train
+    if search:
+        search[1] >> train
     train >> evaluate >> register >> gate
     _promotion(spec, gate)
 

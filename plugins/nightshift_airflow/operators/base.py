@@ -33,6 +33,15 @@ if TYPE_CHECKING:
     from nightshift_airflow.hooks import MlflowHook, WarehouseHook
 
 
+def peak_rss_mb() -> int:
+    """The peak resident set size of this process so far, in MB (Linux reports kilobytes)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak / 1024 / 1024) if sys.platform == "darwin" else int(peak / 1024)
+
+
 def run_slug(run_id: str) -> str:
     """A DAG run id made safe for a path segment."""
     return re.sub(r"[^A-Za-z0-9_.-]", "_", run_id)
@@ -144,8 +153,12 @@ class NightshiftOperator(BaseOperator):
         return self.spec
 
     def execute(self, context: Context) -> Any:
-        with final_on_bad_input(), services_answer(self):
-            return self.run(context, self.effective_spec())
+        try:
+            with final_on_bad_input(), services_answer(self):
+                return self.run(context, self.effective_spec())
+        finally:
+            # bench/nightly.py reads this line from the task logs (the task's peak, not the worker's).
+            self.log.info("peak RSS of this task: %d MB", peak_rss_mb())
 
     # -- lineage: what ``run`` read and wrote, reported through the OpenLineage provider ---------------
 

@@ -212,7 +212,8 @@ class AssembleScoresOperator(_ScoringStep):
     def run(self, context: Context, spec: ModelSpec) -> dict[str, Any]:
         from include.nightshift import scoring
 
-        results = [scoring.ShardResult.from_dict(r) for r in self.shards]
+        # A slice reads every mapped result in one request (iterating asks for one index past the end).
+        results = [scoring.ShardResult.from_dict(r) for r in self.shards[:]]
         facts = self.facts
         with self.warehouse() as conn:
             lease = facts.lease(conn, self.tables)

@@ -120,15 +120,42 @@ class TrainModelOperator(_UsesTrainingSet):
     Args:
         resolved: The output of ``ResolveTrainingRunOperator`` (templated).
         validations: GX result summaries to log with the run, by name (templated).
+        search_plan: The output of ``PlanSearchOperator`` (its trials, each naming the training run to
+            continue), when the spec has a search (templated).
+        trials: The outputs of the mapped ``SearchTrialOperator`` (templated).
     """
 
-    template_fields = ("model", "resolved", "training_set", "validations")
+    template_fields = ("model", "resolved", "training_set", "validations", "search_plan", "trials")
     operator_extra_links = (MlflowRunLink(),)
 
-    def __init__(self, *, resolved: Any, validations: Any = None, **kwargs: Any) -> None:
+    def __init__(
+        self, *, resolved: Any, validations: Any = None, search_plan: Any = None, trials: Any = None, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.resolved = resolved
         self.validations = validations or {}
+        self.search_plan = search_plan
+        self.trials = trials
+
+    def _search(self, spec: ModelSpec) -> dict[str, Any] | None:
+        """The finished search (space, trials, best), or None without one."""
+        if self.search_plan is None or self.trials is None:
+            return None
+        from include.nightshift.search import TrialResult, summary
+
+        # One slice request reads every mapped result; iterating would ask for one index past the end,
+        # which the API server answers with an error response (and an error line in this task's log).
+        results = [TrialResult.from_dict(r) for r in self.trials[:]]
+        found = summary(spec, results)
+        self.log.info(
+            "best of %d trials: %d, %s %.4f with %s",
+            len(results),
+            found["best"]["index"],
+            found["metric"],
+            found["best"]["value"],
+            found["best"]["params"],
+        )
+        return found
 
     def run(self, context: Context, spec: ModelSpec) -> dict[str, Any]:
         from include.nightshift.datasets import Window
@@ -147,6 +174,8 @@ class TrainModelOperator(_UsesTrainingSet):
             self.resolved["algorithm"],
             tags,
             artifacts=dict(self.validations),
+            search=self._search(spec),
+            run_id=self.search_plan[0]["run_id"] if self.search_plan else None,
         )
         url = self.mlflow_hook.run_url(result.experiment_id, result.run_id)
         context["ti"].xcom_push(key=MlflowRunLink.url_key, value=url)

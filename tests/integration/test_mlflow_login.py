@@ -116,6 +116,8 @@ def test_anonymous_cannot_move_an_alias_the_hooks_client_can(auth_server, monkey
     set_credentials(auth_server, "nightshift", "wrong")
     try:
         with pytest.raises(MlflowException, match="401|nauthorized|redentials"):
-            MlflowClient(auth_server).set_registered_model_alias("locked", "champion", "1")
+            # registry_uri too: scoring sets the process-wide registry URI to the session's other server.
+            wrong = MlflowClient(tracking_uri=auth_server, registry_uri=auth_server)
+            wrong.set_registered_model_alias("locked", "champion", "1")
     finally:
         set_credentials(auth_server, None, None)

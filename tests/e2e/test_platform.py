@@ -259,9 +259,11 @@ def test_a_shadow_challenger_is_promoted_after_its_live_days_by_the_scheduler(e2
 
     labelled = [today - timedelta(days=9), today - timedelta(days=8)]  # labels landed (delay 7)
     score(labelled)  # their Asset events start churn_live_shadow
+    # (today's scheduled scoring run may publish, and be shadowed, too: only the labelled days count here)
     shadow = wait_for(
-        f"SELECT score_date, model_version, count(*) FROM nightshift.{model}_shadow_scores GROUP BY 1, 2 ORDER BY 1",
-        (),
+        f"SELECT score_date, model_version, count(*) FROM nightshift.{model}_shadow_scores "
+        "WHERE score_date = ANY(%s) GROUP BY 1, 2 ORDER BY 1",
+        (labelled,),
         lambda rows: len(rows) == 2,
     )
     assert shadow == [(d, 2, 2000) for d in labelled], shadow
@@ -273,8 +275,9 @@ def test_a_shadow_challenger_is_promoted_after_its_live_days_by_the_scheduler(e2
     )
     assert move[:2] == ("1", "2") and "shadow gate passed on 2 live days" in move[2], move
     perf = _warehouse_query(
-        "SELECT score_date, role, model_version FROM monitoring.shadow_performance WHERE model = %s ORDER BY 1, 2",
-        (model,),
+        "SELECT score_date, role, model_version FROM monitoring.shadow_performance "
+        "WHERE model = %s AND score_date = ANY(%s) ORDER BY 1, 2",
+        (model, labelled),
     )
     assert perf == [(d, r, v) for d in labelled for r, v in (("challenger", 2), ("champion", 1))], perf
     latest = _warehouse_query(f"SELECT DISTINCT model_version FROM nightshift.{model}_latest_scores", ())

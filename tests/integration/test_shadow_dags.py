@@ -126,6 +126,12 @@ def test_shadow_scores_go_to_their_own_table_beside_the_champions(shadowed, mlfl
     latest = query(warehouse, "SELECT DISTINCT model_version FROM nightshift.shadowed_latest_scores")
     assert latest == [(versions["champion"],)]  # shadow scores are nobody's latest score
 
+    # The champion's days with no shadow run (an Asset event folded into an earlier run reaches none)
+    # are what the next asset-triggered shadow run catches up.
+    from include.nightshift.scoring.shadow import days_to_catch_up
+
+    assert days_to_catch_up(warehouse, shadowed, int(versions["challenger"])) == sorted(MONITORED)
+
 
 def test_a_challenger_that_wins_live_is_promoted_after_shadow_days(shadowed, mlflow_client, warehouse):
     versions = aliases(mlflow_client, "shadowed")

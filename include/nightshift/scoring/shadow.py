@@ -67,6 +67,7 @@ def score_day(
 
     from include.nightshift import scoring, sources, warehouse
     from include.nightshift.contract import load_contract
+    from include.nightshift.evaluation import load_model
     from include.nightshift.shadow import in_shadow
     from include.nightshift.warehouse import Constants
 
@@ -83,7 +84,7 @@ def score_day(
     consts = Constants(day, spec.name, version, run_id, dag_run_id)
     mlflow.set_tracking_uri(client.tracking_uri)
     mlflow.set_registry_uri(client.tracking_uri)
-    model = mlflow.sklearn.load_model(f"models:/{spec.name}/{version}")
+    model = load_model(f"models:/{spec.name}/{version}")
     with connect() as conn, connect() as scores, connect() as quarantine:
         tables = warehouse.ensure_tables(conn, spec, shadow=True)
         lease = warehouse.claim(conn, tables, day, dag_run_id, spec.scoring.lease_timeout_minutes, holder_alive)
@@ -95,3 +96,49 @@ def score_day(
         out = warehouse.publish(conn, lease, consts, assembled.staged_table, assembled.shards)
     log.info("shadow: %s version %s scored %d rows of %s into %s", spec.name, version, total, day, out.partition)
     return ShadowScored(day, version, assembled.scored_rows, assembled.quarantined_rows, out.partition)
+
+
+def days_to_catch_up(conn: connection, spec: ModelSpec, version: int, lookback_days: int = 35) -> list[date]:
+    """Champion days published since ``version`` entered shadow that its shadow table does not hold.
+
+    Asset-triggered runs score these besides their events' dates: when the champion publishes several
+    days while a shadow run is busy, Airflow can fold an event into a run created before it, and that
+    day then reaches no run (the monitoring DAG catches up the same way). One row is read per day.
+    """
+    from include.nightshift.pg import sql
+    from include.nightshift.warehouse import Tables
+    from include.nightshift.warehouse.schema import partition_days
+
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT max(decided_at) FROM monitoring.shadow_decisions WHERE model = %s AND version = %s "
+            "AND action = 'entered'",
+            (spec.name, version),
+        )
+        row = cur.fetchone()
+    entered = row[0] if row else None
+    if entered is None:
+        return []
+    champion, shadow = Tables.for_spec(spec), Tables.for_spec(spec, shadow=True)
+    days = partition_days(conn, champion)
+    if not days:
+        return []
+    held = set(partition_days(conn, shadow))
+    s = sql()
+    loaded = s.SQL("SELECT scored_at FROM {} WHERE score_date = %s LIMIT 1").format(champion.published(champion.scores))
+    scored = s.SQL("SELECT 1 FROM {} WHERE score_date = %s AND model_version = %s LIMIT 1").format(
+        shadow.published(shadow.scores)
+    )
+    missing = []
+    with conn.cursor() as cur:
+        for day in (d for d in days if (days[-1] - d).days <= lookback_days):
+            cur.execute(loaded, (day,))
+            at = cur.fetchone()
+            if not at or at[0] is None or at[0] < entered:
+                continue  # published before the challenger entered shadow: not its to compare
+            if day in held:
+                cur.execute(scored, (day, version))
+                if cur.fetchone():
+                    continue
+            missing.append(day)
+    return missing

@@ -47,10 +47,27 @@ class ScoreShadowOperator(DataOperator, NightshiftOperator):
         except ValueError:
             raise ParamsError(f"param 'run_date' must be a date YYYY-MM-DD, got {value!r}") from None
 
+    def catch_up(self, spec: ModelSpec) -> list[date]:
+        """Published days the challenger in shadow has not scored yet (an Asset event can reach no run)."""
+        from include.nightshift.scoring.shadow import days_to_catch_up
+        from include.nightshift.shadow import ensure_tables, in_shadow
+
+        challenger = in_shadow(self.mlflow, spec)
+        if challenger is None:
+            return []
+        with self.warehouse() as conn:
+            ensure_tables(conn)
+            missing = days_to_catch_up(conn, spec, int(challenger.version))
+        if missing:
+            self.log.info("shadow: catching up %s, published with no shadow scores yet", ", ".join(map(str, missing)))
+        return missing
+
     def run(self, context: Context, spec: ModelSpec) -> list[dict[str, Any]]:
         from include.nightshift.scoring.shadow import score_day
 
         days = self.days(context)
+        if not context["params"].get("run_date"):
+            days = sorted(set(days) | set(self.catch_up(spec)))
         if not days:
             raise AirflowSkipException("no published day to score in shadow (no run_date, no Asset event)")
         out = []

@@ -136,7 +136,7 @@ def run(stack: Stack) -> int:
     if failed:
         return failed
     timeout = 600.0
-    monitored = wait_for_monitoring(stack, server, days, started, timeout)
+    monitored = wait_for_monitoring(stack, server, days, started, timeout, labelled=(labelled,))
     summary.print_monitoring_summary(stack, days, monitored, timeout)
     return 0 if len(monitored["drift"]) == len(days) else 1
 
@@ -157,34 +157,41 @@ def run_scoring(stack: Stack, api: AirflowApi, server: str, days: list[date]) ->
     return 0 if all(s == "success" for s in states.values()) else 1
 
 
-def wait_for_monitoring(stack: Stack, server: str, days: list[date], since: datetime, timeout: float) -> dict[str, Any]:
-    """Wait for the Asset-triggered monitoring runs of ``days``; their drift rows and realised performance."""
+def wait_for_monitoring(
+    stack: Stack, server: str, days: list[date], since: datetime, timeout: float, labelled: tuple[date, ...] = ()
+) -> dict[str, Any]:
+    """Wait for the Asset-triggered monitoring runs of ``days``: their drift rows, and the realised
+    performance of the ``labelled`` days (the performance task runs beside drift and may end later)."""
     import psycopg2
 
     deadline = time.monotonic() + timeout
     found: dict[date, tuple[Any, ...]] = {}
+    performance: list[tuple[Any, ...]] = []
     conn = psycopg2.connect(postgres.warehouse_url(stack, server))
     conn.autocommit = True
     try:
-        while len(found) < len(days) and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
             with conn.cursor() as cur:
-                cur.execute("SELECT to_regclass('monitoring.drift_runs')")
-                if cur.fetchone()[0]:
+                cur.execute("SELECT to_regclass('monitoring.drift_runs'), to_regclass('monitoring.performance')")
+                drift_table, performance_table = cur.fetchone()
+                if drift_table:
                     cur.execute(
                         "SELECT score_date, drifted_features, features, drift_share, drifted, report_uri "
                         "FROM monitoring.drift_runs WHERE model = %s AND computed_at >= %s AND score_date = ANY(%s)",
                         (stack.model, since, days),
                     )
                     found = {r[0]: r for r in cur.fetchall()}
-            if len(found) < len(days):
-                time.sleep(3)
-        with conn.cursor() as cur:
-            cur.execute(
-                "SELECT score_date, labelled_rows, roc_auc, precision, recall, calibration_error, holdout_roc_auc "
-                "FROM monitoring.performance WHERE model = %s AND computed_at >= %s ORDER BY score_date",
-                (stack.model, since),
-            )
-            performance = cur.fetchall()
+                if performance_table:
+                    cur.execute(
+                        "SELECT score_date, labelled_rows, roc_auc, precision, recall, calibration_error, "
+                        "holdout_roc_auc FROM monitoring.performance WHERE model = %s AND computed_at >= %s "
+                        "ORDER BY score_date",
+                        (stack.model, since),
+                    )
+                    performance = cur.fetchall()
+            if len(found) == len(days) and set(labelled) <= {r[0] for r in performance}:
+                break
+            time.sleep(3)
     finally:
         conn.close()
     return {"drift": found, "performance": performance}

@@ -35,8 +35,9 @@ def run_dag(dag: Any, run_date: date, conf: dict[str, Any] | None = None) -> Run
         error_types[context["ti"].task_id] = type(context.get("exception")).__name__
 
     # dag.test() in Airflow 3.3 (seen on 3.3.0, not re-checked on 3.3.2) cannot finish a run of a DAG
-    # with a Deadline Alert: on success it looks the alert up by its serialized form instead of its id. Deadlines are the scheduler's job; the
-    # integrity tests check the DAG carries it and the callback is tested on its own.
+    # with a Deadline Alert: on success it looks the alert up by its serialized form instead of its id.
+    # Deadlines are the scheduler's job; the integrity tests check the DAG carries it, the callback is
+    # tested on its own, and an e2e test sees one fire from a live scheduler.
     dag.deadline = None
     for task in dag.tasks:
         task.retries = 0

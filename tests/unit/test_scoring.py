@@ -219,7 +219,8 @@ def test_the_output_suite_pins_rows_version_and_run(spec):
     exps = derived_expectations(spec, "scored_output", expected={"rows": 42, "model_version": "3", "dag_run_id": "r"})
     by_type = {(e["type"], e["kwargs"].get("column")): e["kwargs"] for e in exps}
     assert by_type[("expect_table_row_count_to_equal", None)]["value"] == 42
-    assert by_type[("expect_column_distinct_values_to_equal_set", "model_version")]["value_set"] == [3]
+    assert by_type[("expect_column_values_to_be_in_set", "model_version")]["value_set"] == [3]
+    assert by_type[("expect_column_values_to_be_in_set", "dag_run_id")]["value_set"] == ["r"]
     assert by_type[("expect_column_values_to_be_between", "score")] == {
         "column": "score",
         "min_value": 0,
@@ -250,3 +251,45 @@ def test_bad_scoring_settings_name_the_key(tmp_path, scoring_yaml, message):
     path.write_text(yaml.safe_dump(raw))
     with pytest.raises(SpecError, match=message):
         load_spec(path)
+
+
+@pytest.mark.parametrize(
+    ("slots", "setting", "cores", "expected"), [(2, None, 2, 1), (2, None, 8, 4), (4, None, 2, 1), (2, 3, 2, 3)]
+)
+def test_a_shard_model_gets_its_share_of_the_cores(spec, monkeypatch, slots, setting, cores, expected):
+    import os
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)))
+    scoring_ = spec.scoring.model_copy(update={"shard_slots": slots, "model_threads": setting})
+
+    assert scoring.model_threads(spec.model_copy(update={"scoring": scoring_})) == expected
+
+
+@pytest.mark.parametrize("threads", [1, None])
+def test_the_thread_limit_reaches_the_thread_that_predicts(spec, tmp_path, threads):
+    """OpenMP's thread count is per thread: the limit must hold where the model runs, not in the caller."""
+    from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
+
+    import threading
+
+    from include.nightshift import warehouse
+    from include.nightshift.scoring.shard import _Producer
+
+    seen = []
+
+    class Model:
+        def predict_proba(self, x):
+            seen.append(_openmp_effective_n_threads())
+            return np.tile([0.5, 0.5], (len(x), 1))
+
+    uri = _write(tmp_path / "day.parquet", pa.Table.from_batches([_batch(spec)]))
+    _, shards = scoring.inspect_input(Storage(), spec, uri)
+    tables = warehouse.Tables.for_spec(spec)
+    job = scoring.ShardJob(spec, tables, None, Storage(), uri, shards[0], Model(), threads=threads)
+    producer = _Producer(job, None, None)
+    worker = threading.Thread(target=producer.run)  # as score_shard runs it: not in the caller's thread
+    worker.start()
+    worker.join()
+
+    assert not producer.failure
+    assert seen == [1] if threads == 1 else seen == [_openmp_effective_n_threads()]

@@ -24,7 +24,7 @@ from include.nightshift.scoring.encode import (
 from include.nightshift.scoring.inputs import Shard, check_input_schema, inspect_input, plan_shards, read_sample
 from include.nightshift.scoring.rules import row_rules, split_batch, with_derived
 from include.nightshift.scoring.run import ScoringRun
-from include.nightshift.scoring.shard import ShardJob, ShardResult, iter_batches, score_shard
+from include.nightshift.scoring.shard import ShardJob, ShardResult, iter_batches, model_threads, score_shard
 
 __all__ = [
     "COPY_BINARY_HEADER",
@@ -43,6 +43,7 @@ __all__ = [
     "quarantine_csv",
     "read_sample",
     "row_rules",
+    "model_threads",
     "score_shard",
     "scores_binary",
     "scores_csv",

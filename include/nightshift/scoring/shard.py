@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import queue
 import threading
 from collections import Counter
@@ -75,6 +76,21 @@ class ShardJob:
     uri: str
     shard: Shard
     model: Any
+    # Threads the model may use (OpenMP, BLAS) while predicting this shard; None: the library's default.
+    threads: int | None = None
+
+
+def model_threads(spec: ModelSpec) -> int:
+    """Threads for one shard's model: ``scoring.model_threads``, else this host's cores shared by the pool's slots.
+
+    Parallel shards each running an OpenMP model with one thread per core oversubscribe the machine
+    (two shards on two cores: four spinning threads); measured on 2 cores, two concurrent 1.7M-row
+    shards took 13.3 s each with the default threads and 6.8 s with one thread each.
+    """
+    if spec.scoring.model_threads:
+        return spec.scoring.model_threads
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores // spec.scoring.shard_slots)
 
 
 def iter_batches(
@@ -142,6 +158,17 @@ class _Producer:
                 examples.append(str(key))
 
     def run(self) -> None:
+        from threadpoolctl import threadpool_limits
+
+        # Set in this thread: OpenMP's thread count is per calling thread, so a limit set by the
+        # task's main thread would not reach the model here.
+        if self.job.threads is None:
+            self._run()
+            return
+        with threadpool_limits(limits=self.job.threads):
+            self._run()
+
+    def _run(self) -> None:
         job, spec = self.job, self.job.spec
         serialise = encode.encoder(spec, self.binary)
         rules = row_rules(spec)

@@ -248,6 +248,8 @@ class Scoring(Frozen):
     shard_rows: int = Field(default=2_000_000, ge=10_000)
     # The scoring pool's slots: a day of several shards gets a multiple of this many, so no wave idles a slot.
     shard_slots: int = Field(default=2, ge=1, le=64)
+    # Threads one shard's model may use; empty: this host's cores divided by shard_slots (at least 1).
+    model_threads: int | None = Field(default=None, ge=1, le=256)
     # Share of a day's rows that may break row-level rules (and go to quarantine) before the run fails.
     max_quarantine_fraction: float = Field(default=0.01, ge=0.0, le=1.0)
     # The GX input suite reads at most this many rows of the day (the whole day when smaller).

@@ -45,6 +45,8 @@ def _observed(e: dict[str, Any]) -> str:
         return observed
     if "observed_value" in r:
         return f"observed {_plain(r['observed_value'])!r}"
+    if not r and e.get("success"):  # a passing suite is validated pass-or-fail (validation/run.py)
+        return "passed"
     return "column not found" if "column" in e.get("kwargs", {}) else "could not be evaluated"
 
 

@@ -74,12 +74,16 @@ def output_expectations(spec: ModelSpec, expected: dict[str, Any]) -> list[dict[
     return [
         {"type": "expect_table_row_count_to_equal", "kwargs": {"value": int(expected["rows"])}},
         *_output_columns(spec),
+        # "Every row is of this version and this run" as a row condition, which GX evaluates in the one
+        # aggregate query it bundles the other row conditions into; with the row count above (rows > 0)
+        # it says what "distinct values equal {v}" says, which cost GX four scans per column (10M rows:
+        # 8 of the suite's 12 s).
         {
-            "type": "expect_column_distinct_values_to_equal_set",
+            "type": "expect_column_values_to_be_in_set",
             "kwargs": {"column": "model_version", "value_set": [int(expected["model_version"])]},
         },
         {
-            "type": "expect_column_distinct_values_to_equal_set",
+            "type": "expect_column_values_to_be_in_set",
             "kwargs": {"column": "dag_run_id", "value_set": [expected["dag_run_id"]]},
         },
     ]

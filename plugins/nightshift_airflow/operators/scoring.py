@@ -186,6 +186,7 @@ class ScoreShardOperator(_ScoringStep):
             uri=self.facts.input_uri,
             shard=scoring.Shard.from_dict(self.shard),
             model=model,
+            threads=scoring.model_threads(spec),
         )
         with self.warehouse() as scores, self.warehouse() as quarantine, self.warehouse() as leases:
             lease = self.facts.lease(leases, self.tables)

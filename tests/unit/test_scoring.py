@@ -268,9 +268,9 @@ def test_a_shard_model_gets_its_share_of_the_cores(spec, monkeypatch, slots, set
 @pytest.mark.parametrize("threads", [1, None])
 def test_the_thread_limit_reaches_the_thread_that_predicts(spec, tmp_path, threads):
     """OpenMP's thread count is per thread: the limit must hold where the model runs, not in the caller."""
-    from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
-
     import threading
+
+    from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
 
     from include.nightshift import warehouse
     from include.nightshift.scoring.shard import _Producer

@@ -33,6 +33,7 @@ def test_plan_shards(groups, shard_rows, expected):
     shards = scoring.plan_shards(groups, shard_rows)
     assert [(s.row_groups, s.rows) for s in shards] == expected
     assert [s.index for s in shards] == list(range(len(expected)))
+    assert {s.of for s in shards} == {len(expected)}, "each shard knows how many the day has"
     assert scoring.Shard.from_dict(shards[0].as_dict()) == shards[0]
 
 
@@ -254,15 +255,23 @@ def test_bad_scoring_settings_name_the_key(tmp_path, scoring_yaml, message):
 
 
 @pytest.mark.parametrize(
-    ("slots", "setting", "cores", "expected"), [(2, None, 2, 1), (2, None, 8, 4), (4, None, 2, 1), (2, 3, 2, 3)]
+    ("slots", "shards", "setting", "cores", "expected"),
+    [
+        (2, 6, None, 2, 1),
+        (2, 2, None, 8, 4),
+        (4, 4, None, 2, 1),
+        (2, 1, None, 2, 2),
+        (4, 2, None, 8, 4),
+        (2, 2, 3, 2, 3),
+    ],
 )
-def test_a_shard_model_gets_its_share_of_the_cores(spec, monkeypatch, slots, setting, cores, expected):
+def test_a_shard_model_gets_its_share_of_the_cores(spec, monkeypatch, slots, shards, setting, cores, expected):
     import os
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)))
     scoring_ = spec.scoring.model_copy(update={"shard_slots": slots, "model_threads": setting})
 
-    assert scoring.model_threads(spec.model_copy(update={"scoring": scoring_})) == expected
+    assert scoring.model_threads(spec.model_copy(update={"scoring": scoring_}), shards) == expected
 
 
 @pytest.mark.parametrize("threads", [1, None])

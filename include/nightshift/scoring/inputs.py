@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from include.nightshift.errors import DataValidationError, MissingPartitionError
@@ -25,13 +25,14 @@ class Shard:
     index: int
     row_groups: tuple[int, ...]
     rows: int
+    of: int = 1  # the day's number of shards
 
     def as_dict(self) -> dict[str, Any]:
-        return {"index": self.index, "row_groups": list(self.row_groups), "rows": self.rows}
+        return {"index": self.index, "row_groups": list(self.row_groups), "rows": self.rows, "of": self.of}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Shard:
-        return cls(int(d["index"]), tuple(int(g) for g in d["row_groups"]), int(d["rows"]))
+        return cls(int(d["index"]), tuple(int(g) for g in d["row_groups"]), int(d["rows"]), int(d.get("of", 1)))
 
 
 def plan_shards(row_group_rows: list[int], shard_rows: int, slots: int = 1) -> list[Shard]:
@@ -59,7 +60,7 @@ def plan_shards(row_group_rows: list[int], shard_rows: int, slots: int = 1) -> l
             groups, rows = [], 0
     if groups:
         shards.append(Shard(len(shards), tuple(groups), rows))
-    return shards
+    return [replace(s, of=len(shards)) for s in shards]
 
 
 def check_input_schema(spec: ModelSpec, uri: str, schema: pa.Schema) -> None:

@@ -80,17 +80,19 @@ class ShardJob:
     threads: int | None = None
 
 
-def model_threads(spec: ModelSpec) -> int:
-    """Threads for one shard's model: ``scoring.model_threads``, else this host's cores shared by the pool's slots.
+def model_threads(spec: ModelSpec, shards: int) -> int:
+    """Threads for one shard's model: ``scoring.model_threads``, else this host's cores shared by the shards
+    that run at once (the day's ``shards``, at most the pool's ``scoring.shard_slots``).
 
     Parallel shards each running an OpenMP model with one thread per core oversubscribe the machine
     (two shards on two cores: four spinning threads); measured on 2 cores, two concurrent 1.7M-row
-    shards took 13.3 s each with the default threads and 6.8 s with one thread each.
+    shards took 13.3 s each with the default threads and 6.8 s with one thread each. A day of one
+    shard keeps every core.
     """
     if spec.scoring.model_threads:
         return spec.scoring.model_threads
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, cores // spec.scoring.shard_slots)
+    return max(1, cores // max(1, min(shards, spec.scoring.shard_slots)))
 
 
 def iter_batches(

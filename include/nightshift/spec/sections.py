@@ -244,11 +244,13 @@ class Scoring(Frozen):
     entity_key_type: Literal["bigint", "text"] = "bigint"
     # Rows per record batch read, predicted and copied at a time: memory is bounded by it, not the day.
     batch_rows: int = Field(default=100_000, ge=1_000, le=2_000_000)
-    # Days with more rows are split into shards of about this size, scored by parallel mapped tasks.
-    shard_rows: int = Field(default=2_000_000, ge=10_000)
+    # Days with more rows are split into shards of about this size, scored by parallel mapped tasks
+    # (a multiple of shard_slots of them). Each shard task pays ~3 s to start and load the model, so
+    # shards are large: 10M rows on 2 slots are 2 shards in one wave.
+    shard_rows: int = Field(default=5_000_000, ge=10_000)
     # The scoring pool's slots: a day of several shards gets a multiple of this many, so no wave idles a slot.
     shard_slots: int = Field(default=2, ge=1, le=64)
-    # Threads one shard's model may use; empty: this host's cores divided by shard_slots (at least 1).
+    # Threads one shard's model may use; empty: this host's cores divided by the shards running at once.
     model_threads: int | None = Field(default=None, ge=1, le=256)
     # Share of a day's rows that may break row-level rules (and go to quarantine) before the run fails.
     max_quarantine_fraction: float = Field(default=0.01, ge=0.0, le=1.0)

@@ -178,15 +178,16 @@ class ScoreShardOperator(_ScoringStep):
         model = load_model(self.facts.model_uri)
         self.read_file(self.facts.input_uri)
         self.read_model_version(self.facts.model_name, self.facts.model_version)
+        shard = scoring.Shard.from_dict(self.shard)
         job = scoring.ShardJob(
             spec=spec,
             tables=self.tables,
             consts=self.facts.constants(),
             storage=self.storage,
             uri=self.facts.input_uri,
-            shard=scoring.Shard.from_dict(self.shard),
+            shard=shard,
             model=model,
-            threads=scoring.model_threads(spec),
+            threads=scoring.model_threads(spec, shard.of),
         )
         with self.warehouse() as scores, self.warehouse() as quarantine, self.warehouse() as leases:
             lease = self.facts.lease(leases, self.tables)

@@ -195,6 +195,18 @@ def test_the_input_suite_reads_an_even_sample_of_a_large_day(spec, tmp_path):
     assert len(scoring.read_sample(Storage(), small, uri, DAY, max_rows=50_000)) == n
 
 
+def test_a_day_of_many_row_groups_is_sampled_from_every_group(spec, tmp_path):
+    n = 40_000
+    table = pa.table({"customer_id": np.arange(n), "tenure_months": np.zeros(n, dtype=np.int64)})
+    uri = _write(tmp_path / "day.parquet", table, row_group_size=2_000)  # 20 row groups
+
+    frame = scoring.read_sample(Storage(), spec, uri, DAY, max_rows=4_000)
+
+    assert len(frame) == 4_000
+    assert sorted(set(frame["customer_id"] // 2_000)) == list(range(20)), "rows of every row group"
+    assert frame["customer_id"].is_unique
+
+
 def test_the_input_suite_tolerates_what_quarantine_takes(spec):
     from include.nightshift.validation import derived_expectations
 

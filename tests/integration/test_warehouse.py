@@ -81,7 +81,7 @@ def spec(request):
     return base.model_copy(update={"scoring": base.scoring.model_copy(update={"schema_name": schema})})
 
 
-def write_day(spec, root: str, rows: int, bad: int = 0, seed: int = 1) -> str:
+def write_day(spec, root: str, rows: int, bad: int = 0, seed: int = 1, row_group_size: int = 200_000) -> str:
     """A day of ``rows`` feature rows at ``root``; the first ``bad`` have tenure -1 (out of range)."""
     import numpy as np
     import pyarrow as pa
@@ -99,7 +99,7 @@ def write_day(spec, root: str, rows: int, bad: int = 0, seed: int = 1) -> str:
     uri = spec.landing.features(root, DAY.isoformat())
     path = uri.removeprefix("file://")
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    pq.write_table(pa.table(cols), path, row_group_size=200_000)
+    pq.write_table(pa.table(cols), path, row_group_size=row_group_size)
     return uri
 
 
@@ -138,6 +138,12 @@ def staging_left(conn, spec) -> list[str]:
     from include.nightshift import warehouse
 
     return warehouse.staging_tables(conn, warehouse.Tables.for_spec(spec), DAY)
+
+
+def staged_rows(conn, spec, table: str) -> int:
+    from include.nightshift import warehouse
+
+    return warehouse.count_rows(conn, f"{spec.scoring.schema_name}_staging", table)
 
 
 def test_shards_are_assembled_into_one_day(spec, model, connect, tmp_path):
@@ -369,7 +375,11 @@ def test_a_model_error_mid_stream_is_raised_as_is_and_leaves_nothing(spec, model
             conn, qconn, scoring.ShardJob(small, tables, consts, Storage(), uri, shards[0], Exploding())
         )
 
-    assert staging_left(conn, small) == [], "both staging tables were rolled back"
+    # The run's shared scores table and its ledger stay (the next shard or the retry loads them), empty;
+    # the shard's quarantine table was rolled back with its rows.
+    s_table, ledger = warehouse.scores_table(tables, consts), warehouse.ledger_table(tables, consts)
+    assert staging_left(conn, small) == sorted([ledger, s_table])
+    assert staged_rows(conn, small, s_table) == 0 and staged_rows(conn, small, ledger) == 0
     assert day_state(conn, small) == (1000, {"run-ok"})
 
 
@@ -395,3 +405,241 @@ def test_a_key_twice_in_a_day_fails_at_assemble_and_publishes_nothing(spec, mode
         score_day(conn, qconn, spec, model, uri, "run-duplicates")
 
     assert day_state(conn, spec) == before
+
+
+# One scores staging table per run and day, loaded by every shard: concurrent shards, retries.
+
+
+def small_shards(spec, root: str, rows: int = 20_000, bad: int = 0):
+    """``spec`` with shards of 10,000 rows in batches of 1,000, and a day of ``rows`` in row groups of 10,000."""
+    update = {"shard_rows": 10_000, "batch_rows": 1000}
+    spec = spec.model_copy(update={"scoring": spec.scoring.model_copy(update=update)})
+    return spec, write_day(spec, root, rows, bad=bad, row_group_size=10_000)
+
+
+def start_run(conn, spec, uri: str, run_id: str):
+    """What resolve_run does: the tables, the claim, the run's constants and the day's shards."""
+    from include.nightshift import scoring, warehouse
+    from include.nightshift.storage import Storage
+
+    tables = warehouse.ensure_tables(conn, spec)
+    total, shards = scoring.inspect_input(Storage(), spec, uri)
+    lease = warehouse.claim(conn, tables, DAY, run_id, 30)
+    return tables, warehouse.Constants(DAY, spec.name, 1, "m", run_id), lease, total, shards
+
+
+def copies_into(conn, spec, table: str) -> list[int]:
+    """Rows processed by each COPY running now into the staging table ``table``."""
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT tuples_processed FROM pg_stat_progress_copy WHERE relid = to_regclass(%s)",
+            (f"{spec.scoring.schema_name}_staging.{table}",),
+        )
+        return [r[0] for r in cur.fetchall()]
+
+
+def wait_for(what: str, check, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"waited {seconds} s for {what}")
+        time.sleep(0.05)
+
+
+class Gated:
+    """The model, whose second batch waits until ``gate`` is set (the shard's COPY is open by then)."""
+
+    def __init__(self, model, gate: threading.Event):
+        self.model, self.gate, self.calls = model, gate, 0
+
+    def predict_proba(self, x):
+        self.calls += 1
+        if self.calls == 2 and not self.gate.wait(60):
+            raise TimeoutError("the gate was never opened")
+        return self.model.predict_proba(x)
+
+
+class Untouchable:
+    def predict_proba(self, x):
+        raise AssertionError("a shard whose scores committed was scored again")
+
+
+def in_threads(*calls):
+    """Start every call in a thread of its own; returns (threads, results by position, errors)."""
+    results: dict[int, object] = {}
+    errors: list[BaseException] = []
+
+    def run(i, call):
+        try:
+            results[i] = call()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i, c)) for i, c in enumerate(calls)]
+    for t in threads:
+        t.start()
+    return threads, results, errors
+
+
+def test_two_shards_loading_at_once_into_the_one_table_assemble_every_row_once(spec, model, connect, tmp_path):
+    from include.nightshift import scoring, warehouse
+    from include.nightshift.storage import Storage
+
+    spec, uri = small_shards(spec, tmp_path.as_uri(), 20_000, bad=5)
+    conn = connect()
+    tables, consts, lease, total, shards = start_run(conn, spec, uri, "run-parallel")
+    assert len(shards) == 2
+    gate = threading.Event()
+
+    def shard(s):
+        job = scoring.ShardJob(spec, tables, consts, Storage(), uri, s, Gated(model, gate))
+        return lambda: scoring.score_shard(connect(), connect(), job)
+
+    threads, results, errors = in_threads(*(shard(s) for s in shards))
+    try:
+        # Both shards create the table if it is not there (at the same moment), then both COPYs run at once.
+        s_table = warehouse.scores_table(tables, consts)
+        wait_for("two COPYs into the one table", lambda: len(copies_into(conn, spec, s_table)) == 2 or errors)
+        assert not errors, errors
+    finally:
+        gate.set()
+        for t in threads:
+            t.join()
+    assert not errors, errors
+    assert sorted(r.shard for r in results.values()) == [0, 1]
+
+    day = scoring.assemble_day(conn, lease, spec, consts, total, list(results.values()))
+    warehouse.publish(conn, lease, consts, day.staged_table, day.shards)
+
+    assert (day.scored_rows, day.quarantined_rows) == (total - 5, 5)
+    assert day_state(conn, spec) == (total - 5, {"run-parallel"})
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            f"SELECT count(DISTINCT customer_id), min(customer_id), max(customer_id) FROM "
+            f"{spec.scoring.schema_name}.churn_scores WHERE score_date = %s",
+            (DAY,),
+        )
+        assert cur.fetchone() == (total - 5, 5, total - 1), "every row once"
+        cur.execute(f"SELECT count(*) FROM {spec.scoring.schema_name}.churn_quarantine")
+        assert cur.fetchone() == (5,)
+    assert staging_left(conn, spec) == []
+
+
+def test_a_shard_run_again_after_its_scores_committed_loads_nothing_twice(spec, model, connect, tmp_path, caplog):
+    import dataclasses
+    import logging
+
+    from include.nightshift import scoring, warehouse
+    from include.nightshift.storage import Storage
+
+    spec, uri = small_shards(spec, tmp_path.as_uri(), 20_000, bad=5)
+    conn, qconn = connect(), connect()
+    tables, consts, lease, total, shards = start_run(conn, spec, uri, "run-retry")
+    jobs = [scoring.ShardJob(spec, tables, consts, Storage(), uri, s, model) for s in shards]
+    first = [scoring.score_shard(conn, qconn, job) for job in jobs]
+    s_table, q0 = warehouse.scores_table(tables, consts), tables.staging(DAY, "run-retry", "q0")
+    assert first[0].quarantined_rows == 5 and staged_rows(conn, spec, q0) == 5
+
+    # Shard 0's task is retried after its commit (say the worker died before reporting success).
+    with caplog.at_level(logging.INFO, logger="include.nightshift.scoring.shard"):
+        again = scoring.score_shard(conn, qconn, dataclasses.replace(jobs[0], model=Untouchable()))
+
+    assert again == first[0], "the stored result: the same counts, rules and examples"
+    assert "shard 0 was loaded by an earlier try" in caplog.text
+    assert staged_rows(conn, spec, s_table) == total - 5, "no row twice"
+    assert staged_rows(conn, spec, q0) == 5, "its quarantine table untouched"
+
+    day = scoring.assemble_day(conn, lease, spec, consts, total, [again, first[1]])
+    assert (day.scored_rows, day.quarantined_rows) == (total - 5, 5)
+    # The assemble task cleared after it succeeded: runs again, changes nothing.
+    assert warehouse.assemble(conn, tables, consts, len(shards)) == day.staged_table
+    warehouse.publish(conn, lease, consts, day.staged_table, day.shards)
+    assert day_state(conn, spec) == (total - 5, {"run-retry"})
+    assert staging_left(conn, spec) == []
+
+
+def test_a_second_attempt_of_a_shard_while_the_first_loads_waits_and_returns_its_result(spec, model, connect, tmp_path):
+    from include.nightshift import scoring, warehouse
+    from include.nightshift.storage import Storage
+
+    spec, uri = small_shards(spec, tmp_path.as_uri(), 20_000)
+    conn = connect()
+    tables, consts, lease, total, shards = start_run(conn, spec, uri, "run-twice")
+    gate = threading.Event()
+    s_table = warehouse.scores_table(tables, consts)
+    first = scoring.ShardJob(spec, tables, consts, Storage(), uri, shards[0], Gated(model, gate))
+    second = scoring.ShardJob(spec, tables, consts, Storage(), uri, shards[0], Untouchable())
+
+    threads, results, errors = in_threads(lambda: scoring.score_shard(connect(), connect(), first))
+    try:
+        wait_for("the first attempt's COPY", lambda: len(copies_into(conn, spec, s_table)) == 1 or errors)
+        more, more_results, more_errors = in_threads(lambda: scoring.score_shard(connect(), connect(), second))
+        threads += more
+
+        def second_waits() -> bool:
+            with conn, conn.cursor() as cur:
+                cur.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND wait_event_type = 'Lock' AND query LIKE 'INSERT INTO%'"
+                )
+                return cur.fetchone()[0] == 1 or bool(more_errors)
+
+        wait_for("the second attempt to wait on the shard's ledger row", second_waits)
+        assert not more_errors, more_errors
+    finally:
+        gate.set()
+        for t in threads:
+            t.join()
+    assert not errors and not more_errors, errors + more_errors
+    assert more_results[0] == results[0]
+    assert staged_rows(conn, spec, s_table) == shards[0].rows
+
+
+def test_a_shard_failing_mid_copy_leaves_none_of_its_rows_and_its_retry_completes_the_day(
+    spec, model, connect, tmp_path
+):
+    from include.nightshift import scoring, warehouse
+    from include.nightshift.storage import Storage
+
+    conn, qconn = connect(), connect()
+    score_day(conn, qconn, spec, model, write_day(spec, (tmp_path / "ok").as_uri(), 1000), "run-ok")
+    spec, uri = small_shards(spec, (tmp_path / "big").as_uri(), 20_000, bad=5)
+    tables, consts, lease, total, shards = start_run(conn, spec, uri, "run-fail")
+    s_table, ledger = warehouse.scores_table(tables, consts), warehouse.ledger_table(tables, consts)
+    observer = connect()
+
+    class MidCopy:
+        """Fails on the third batch, once the first batch's rows went into the shared table."""
+
+        def __init__(self):
+            self.calls = 0
+
+        def predict_proba(self, x):
+            self.calls += 1
+            if self.calls == 3:
+                wait_for("rows of the failing shard in COPY", lambda: max(copies_into(observer, spec, s_table)) >= 1000)
+                raise ValueError("model exploded mid-COPY")
+            return model.predict_proba(x)
+
+    def job(shard, m):
+        return scoring.ShardJob(spec, tables, consts, Storage(), uri, shard, m)
+
+    done = scoring.score_shard(conn, qconn, job(shards[0], model))
+    with pytest.raises(ValueError, match="exploded mid-COPY"):
+        scoring.score_shard(conn, qconn, job(shards[1], MidCopy()))
+
+    assert staged_rows(conn, spec, s_table) == done.scored_rows == shards[0].rows - 5, "shard 0's rows stay"
+    with conn, conn.cursor() as cur:
+        cur.execute(f"SELECT count(*) FROM {spec.scoring.schema_name}_staging.{s_table} WHERE customer_id >= 10000")
+        assert cur.fetchone() == (0,), "none of shard 1's rows"
+        cur.execute(f"SELECT shard FROM {spec.scoring.schema_name}_staging.{ledger}")
+        assert cur.fetchall() == [(0,)]
+    assert tables.staging(DAY, "run-fail", "q1") not in staging_left(conn, spec)
+    assert day_state(conn, spec) == (1000, {"run-ok"}), "the published day is unchanged"
+
+    retry = scoring.score_shard(conn, qconn, job(shards[1], model))
+    day = scoring.assemble_day(conn, lease, spec, consts, total, [done, retry])
+    warehouse.publish(conn, lease, consts, day.staged_table, day.shards)
+
+    assert day_state(conn, spec) == (total - 5, {"run-fail"})
+    assert staging_left(conn, spec) == []

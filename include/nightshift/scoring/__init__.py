@@ -4,11 +4,12 @@
 - :mod:`.inputs`: the day's file (there, non-empty, the right columns), its shards, the suite's sample;
 - :mod:`.rules`: the row-level rules that send a row to the quarantine;
 - :mod:`.encode`: predicting a batch and serialising it for COPY;
-- :mod:`.shard`: scoring one shard into its staging tables;
-- :mod:`.assemble`: checking the shards' counts and the quarantine, and merging them into one table.
+- :mod:`.shard`: scoring one shard into the run's staging tables;
+- :mod:`.assemble`: checking the shards' counts and the quarantine, and building the day's table.
 
 A day larger than ``scoring.shard_rows`` is split into shards of whole Parquet row groups; each shard is
-scored by its own (mapped) task into its own staging table, and :mod:`.assemble` joins them.
+scored by its own (mapped) task into the run's one scores staging table (the shards load it
+concurrently), and :mod:`.assemble` builds its primary key.
 This package never imports Airflow.
 """
 

@@ -1,4 +1,4 @@
-"""Assembling a scored day: do the shards' counts add up, is the quarantine within bounds, one table.
+"""Assembling a scored day: do the shards' counts add up, is the quarantine within bounds, the primary key.
 
 Above ``scoring.max_quarantine_fraction`` the day fails: the quarantined rows are kept in
 ``<schema>.<model>_quarantine`` under the DAG run, no scores are published and the date is given back.
@@ -70,7 +70,7 @@ def _too_many_quarantined(
 def assemble_day(
     conn: connection, lease: Lease, spec: ModelSpec, consts: Constants, expected_rows: int, results: list[ShardResult]
 ) -> DayAssembly:
-    """Check the shards' counts and the quarantine threshold, then merge the shards into one table.
+    """Check the shards' counts and the quarantine threshold, then build the staged day's primary key.
 
     Args:
         expected_rows: The rows of the day's file when the run started.

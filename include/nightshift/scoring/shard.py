@@ -204,44 +204,62 @@ class _Producer:
 def score_shard(
     conn: connection, quarantine_conn: connection, job: ShardJob, heartbeat: Callable[[], None] | None = None
 ) -> ShardResult:
-    """Score one shard of the day into its staging tables and commit them.
+    """Score one shard of the day into the run's staging tables and commit them.
 
-    The scores staging table is created and loaded in one transaction on ``conn`` (a retry re-creates
-    it; a killed attempt leaves nothing behind); quarantined rows go through ``quarantine_conn``.
+    The shard's rows go into the run's one scores staging table (created by whichever shard comes
+    first), in one transaction on ``conn`` that also writes the shard's ledger row: a killed attempt
+    leaves none of its rows behind, and a shard whose rows already committed (an earlier try that died
+    after its commit) is not scored again: its stored result is returned. Quarantined rows go to the
+    shard's own quarantine table through ``quarantine_conn``.
 
     Returns:
         Row counts, quarantined rows per rule, and a few example keys per rule.
     """
     from psycopg2 import errors
 
+    tables, consts, index = job.tables, job.consts, job.shard.index
+    s_table = staging.ensure_scores_staging(conn, tables, consts)
     producer = _Producer(job, quarantine_conn.cursor(), heartbeat)
-    # Two connections, two transactions, each (re-)creating and loading its own staging table: a
-    # retry starts over; a killed attempt leaves nothing (the server rolls both back). Quarantine
-    # commits first, so committed scores always come with their quarantine rows.
-    with quarantine_conn, conn, conn.cursor() as cur:
-        producer.q_table = staging.create_quarantine_staging(producer.qcur, job.tables, job.consts, job.shard.index)
-        s_table = staging.create_scores_staging(cur, job.tables, job.consts, job.shard.index)
-        worker = threading.Thread(target=producer.run, name=f"score-shard-{job.shard.index}", daemon=True)
-        worker.start()
-        try:
-            copy = staging.copy_scores_sql(job.tables, s_table, producer.binary)
-            cur.copy_expert(copy, _QueueReader(producer.chunks), size=1 << 20)
-        except errors.QueryCanceled:
-            if producer.failure:  # psycopg2 reports the reader's exception as a cancelled COPY: raise the original
-                raise producer.failure[0] from None
-            raise
-        finally:
-            producer.stop.set()
-            worker.join()
-        quarantine_conn.commit()
+    # Two connections, two transactions: the shard's ledger row and its scores on ``conn``, its
+    # (re-created) quarantine table on ``quarantine_conn``. A killed attempt leaves nothing of its own
+    # (the server rolls both back). Quarantine commits first, so committed scores always come with
+    # their quarantine rows.
+    with conn, conn.cursor() as cur:
+        # Taken first: a concurrent attempt of this shard waits here until this one ends.
+        stored = staging.claim_shard(cur, tables, consts, index)
+        if stored is not None:
+            done = ShardResult.from_dict(stored)
+            log.info(
+                "shard %d was loaded by an earlier try (%d input rows, %d scored, %d quarantined): not scored again",
+                index,
+                done.input_rows,
+                done.scored_rows,
+                done.quarantined_rows,
+            )
+            return done
+        with quarantine_conn:
+            producer.q_table = staging.create_quarantine_staging(producer.qcur, tables, consts, index)
+            worker = threading.Thread(target=producer.run, name=f"score-shard-{index}", daemon=True)
+            worker.start()
+            try:
+                copy = staging.copy_scores_sql(tables, s_table, producer.binary)
+                cur.copy_expert(copy, _QueueReader(producer.chunks), size=1 << 20)
+            except errors.QueryCanceled:
+                if producer.failure:  # psycopg2 reports the reader's exception as a cancelled COPY: raise the original
+                    raise producer.failure[0] from None
+                raise
+            finally:
+                producer.stop.set()
+                worker.join()
+            staging.record_shard(cur, tables, consts, index, producer.result.as_dict())
     r = producer.result
     log.info(
         "shard %d: %d input rows, %d scored, %d quarantined into %s.%s",
-        job.shard.index,
+        index,
         r.input_rows,
         r.scored_rows,
         r.quarantined_rows,
-        job.tables.staging_schema,
+        tables.staging_schema,
         s_table,
     )
     return r

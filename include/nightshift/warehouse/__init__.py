@@ -3,7 +3,7 @@
 - :mod:`.tables`: the names and columns of a model's tables;
 - :mod:`.schema`: their DDL, comments and the analyst role's grants;
 - :mod:`.lease`: the per-date lease (one run writes a date at a time);
-- :mod:`.staging`: the run's staging tables, the COPY statements, assembling the shards;
+- :mod:`.staging`: the run's staging tables and shard ledger, the COPY statements, assembling the day;
 - :mod:`.publishing`: the atomic swap of a day's partition;
 - :mod:`.roles`: the writer login every DAG connects as (least privilege).
 
@@ -22,8 +22,10 @@ from include.nightshift.warehouse.staging import (
     copy_scores_sql,
     count_rows,
     create_quarantine_staging,
-    create_scores_staging,
     duplicate_keys_error,
+    ensure_scores_staging,
+    ledger_table,
+    scores_table,
     staging_tables,
 )
 from include.nightshift.warehouse.tables import COPY_COLUMNS, OUTPUT_COLUMNS, QUARANTINE_COLUMNS, SCORE_COLUMNS, Tables
@@ -46,14 +48,16 @@ __all__ = [
     "copy_scores_sql",
     "count_rows",
     "create_quarantine_staging",
-    "create_scores_staging",
     "duplicate_keys_error",
     "ensure_analyst_login",
     "ensure_analyst_role",
+    "ensure_scores_staging",
     "ensure_tables",
+    "ledger_table",
     "partition_days",
     "publish",
     "publish_quarantine_only",
     "role_exists",
+    "scores_table",
     "staging_tables",
 ]

@@ -1,13 +1,17 @@
-"""Staging: where a run loads a day's rows (one table per shard) before they become visible.
+"""Staging: where a run loads a day's rows (one shared scores table) before they become visible.
 
 A run's staging tables live in ``<schema>_staging`` and are found by the comment each one gets when
-it is created (model, day, run). A shard's table is created and loaded in one transaction, so a
-killed attempt leaves nothing behind; :func:`assemble` then merges the shards into one table shaped
-like the day's partition.
+it is created (model, day, run). Per run and day there is one scores table (kind ``s``), which every
+shard creates if it is not there yet and then loads in a transaction of its own; a ledger (kind
+``l``) with one row per shard whose rows committed, so a retry of a loaded shard loads nothing twice;
+and one quarantine table per shard (``q<shard>``). A killed shard leaves none of its rows behind (its
+transaction is rolled back); :func:`assemble` then turns the scores table into one shaped like the
+day's partition.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -20,6 +24,8 @@ if TYPE_CHECKING:
     from datetime import date
 
     from psycopg2.extensions import connection, cursor
+
+log = logging.getLogger(__name__)
 
 STAGING_COMMENT = "nightshift staging: model={model} date={day} run={run}"
 
@@ -77,15 +83,19 @@ def _set_defaults(cur: cursor, ident: Any, defaults: dict[str, Any]) -> None:
         )
 
 
-def create_scores_staging(cur: cursor, tables: Tables, consts: Constants, shard: int) -> str:
-    """(Re-)create one shard's scores staging table in the current transaction; returns its name.
+def scores_table(tables: Tables, consts: Constants) -> str:
+    """The run's one scores staging table of the day, which every shard loads."""
+    return tables.staging(consts.day, consts.dag_run_id, "s")
 
-    Columns that are the same for the whole day get defaults, so COPY sends only the key and the outputs.
-    """
+
+def ledger_table(tables: Tables, consts: Constants) -> str:
+    """The run's ledger of the day: one row (shard, result) per shard whose scores committed."""
+    return tables.staging(consts.day, consts.dag_run_id, "l")
+
+
+def _create_scores(cur: cursor, tables: Tables, consts: Constants, name: str) -> None:
     s = sql()
-    name = tables.staging(consts.day, consts.dag_run_id, f"s{shard}")
     ident = tables.staged(name)
-    cur.execute(s.SQL("DROP TABLE IF EXISTS {}").format(ident))
     cur.execute(s.SQL("CREATE TABLE {} ({})").format(ident, columns_ddl(tables)))
     _set_defaults(
         cur,
@@ -107,7 +117,63 @@ def create_scores_staging(cur: cursor, tables: Tables, consts: Constants, shard:
         )
     )
     _comment(cur, tables, consts, name)
+
+
+def _exists(cur: cursor, tables: Tables, name: str) -> bool:
+    cur.execute("SELECT to_regclass(%s)", (f'"{tables.staging_schema}"."{name}"',))
+    return cur.fetchone()[0] is not None
+
+
+def ensure_scores_staging(conn: connection, tables: Tables, consts: Constants) -> str:
+    """Create the run's scores staging table and its ledger unless they exist, and commit; returns the table.
+
+    Every shard calls it before its load. Columns that are the same for the whole day get defaults, so
+    COPY sends only the key and the outputs. Shards starting together are serialised by an advisory
+    lock on the table's name (two concurrent ``CREATE TABLE IF NOT EXISTS`` can still collide on the
+    row type), and the one that finds the table there changes nothing.
+    """
+    s = sql()
+    name, ledger = scores_table(tables, consts), ledger_table(tables, consts)
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{tables.staging_schema}.{name}",))
+        if not _exists(cur, tables, name):
+            _create_scores(cur, tables, consts, name)
+        if not _exists(cur, tables, ledger):
+            cur.execute(
+                s.SQL("CREATE TABLE {} (shard integer PRIMARY KEY, result jsonb)").format(tables.staged(ledger))
+            )
+            _comment(cur, tables, consts, ledger)
     return name
+
+
+def claim_shard(cur: cursor, tables: Tables, consts: Constants, shard: int) -> dict[str, Any] | None:
+    """Inside the shard's scores transaction: take the shard's ledger row; the stored result if it was loaded.
+
+    None: the row is ours (until the transaction ends), load the shard. A concurrent attempt of the same
+    shard waits here until the first one ends: when that one committed, its stored result is returned
+    and nothing is loaded again; when it rolled back, the row is taken.
+    """
+    s = sql()
+    ledger = tables.staged(ledger_table(tables, consts))
+    cur.execute(
+        s.SQL("INSERT INTO {} (shard) VALUES (%s) ON CONFLICT (shard) DO NOTHING RETURNING shard").format(ledger),
+        (shard,),
+    )
+    if cur.fetchone() is not None:
+        return None
+    cur.execute(s.SQL("SELECT result FROM {} WHERE shard = %s").format(ledger), (shard,))
+    result: dict[str, Any] = cur.fetchone()[0]
+    return result
+
+
+def record_shard(cur: cursor, tables: Tables, consts: Constants, shard: int, result: dict[str, Any]) -> None:
+    """Inside the shard's scores transaction, after its COPY: store the shard's result in its ledger row."""
+    import json
+
+    ledger = tables.staged(ledger_table(tables, consts))
+    cur.execute(
+        sql().SQL("UPDATE {} SET result = %s::jsonb WHERE shard = %s").format(ledger), (json.dumps(result), shard)
+    )
 
 
 def create_quarantine_staging(cur: cursor, tables: Tables, consts: Constants, shard: int) -> str:
@@ -127,9 +193,8 @@ def create_quarantine_staging(cur: cursor, tables: Tables, consts: Constants, sh
 def copy_scores_sql(tables: Tables, staging: str, binary: bool) -> Any:
     s = sql()
     cols = s.SQL(", ").join(s.Identifier(c) for c in tables.copy_columns)
-    # FREEZE: the table was created in this transaction, so rows can be written frozen (no later
-    # hint-bit rewrite or anti-wraparound vacuum of a freshly loaded day).
-    return s.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT {}, FREEZE)").format(
+    # No FREEZE: the table is shared by the shards, so it was not created in the loading transaction.
+    return s.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT {})").format(
         tables.staged(staging), cols, s.SQL("binary" if binary else "csv")
     )
 
@@ -150,43 +215,57 @@ ASSEMBLE_MAINTENANCE_MEM = "512MB"
 
 
 def assemble(conn: connection, tables: Tables, consts: Constants, shards: int) -> str:
-    """Merge the shards' staging tables into one table shaped like the day's partition.
+    """Make the run's scores staging table shaped like the day's partition; returns its name.
 
-    Builds the primary key the partition needs, so attaching does not build it under the lock.
+    The shards loaded their rows into that one table; this drops the day's constant defaults, builds the
+    primary key the partition needs (so attaching does not build it under the lock) and drops the
+    ledger. Run again after it succeeded (the task cleared), it finds the key there and changes nothing.
 
     Returns:
         The staging table that will become the partition.
 
     Raises:
         DataValidationError: the day holds an entity key twice.
+        RuntimeError: the ledger does not list exactly the shards ``0..shards-1`` as loaded.
     """
     from psycopg2 import errors
 
     s = sql()
-    day, run = consts.day, consts.dag_run_id
-    target = tables.staging(day, run, "s0")
-    t_ident = tables.staged(target)
+    target, ledger = scores_table(tables, consts), ledger_table(tables, consts)
+    t_ident, l_ident = tables.staged(target), tables.staged(ledger)
+    pkey = f"{target}_pkey"
     try:
         with conn, conn.cursor() as cur:
+            cur.execute(
+                "SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass(%s) AND conname = %s",
+                (f'"{tables.staging_schema}"."{target}"', pkey),
+            )
+            if cur.fetchone() is not None:
+                log.info("%s.%s is already assembled", tables.staging_schema, target)
+                cur.execute(s.SQL("DROP TABLE IF EXISTS {}").format(l_ident))
+                return target
+            cur.execute(s.SQL("SELECT shard FROM {} WHERE result IS NOT NULL ORDER BY 1").format(l_ident))
+            loaded = [r[0] for r in cur.fetchall()]
+            if loaded != list(range(shards)):
+                raise RuntimeError(
+                    f"{tables.staging_schema}.{ledger} lists shards {loaded} as loaded, expected 0..{shards - 1}"
+                )
             # The key build sorts every row of the day: with the default 64 MB it spills to disk in runs
             # (server memory for this transaction only, not the task's).
             cur.execute(s.SQL("SET LOCAL maintenance_work_mem = {}").format(s.Literal(ASSEMBLE_MAINTENANCE_MEM)))
-            for i in range(1, shards):
-                other = tables.staged(tables.staging(day, run, f"s{i}"))
-                cur.execute(s.SQL("INSERT INTO {} SELECT * FROM {}").format(t_ident, other))
-                cur.execute(s.SQL("DROP TABLE {}").format(other))
             for col in CONSTANT_COLUMNS:
                 cur.execute(s.SQL("ALTER TABLE {} ALTER COLUMN {} DROP DEFAULT").format(t_ident, s.Identifier(col)))
             # Built after the load: one sorted bulk build costs a fraction of per-row index upkeep.
             cur.execute(
                 s.SQL("ALTER TABLE {} ADD CONSTRAINT {} PRIMARY KEY ({}, score_date)").format(
-                    t_ident, s.Identifier(f"{target}_pkey"), s.Identifier(tables.key)
+                    t_ident, s.Identifier(pkey), s.Identifier(tables.key)
                 )
             )
+            cur.execute(s.SQL("DROP TABLE {}").format(l_ident))
             # No ANALYZE here: autovacuum analyzes the new partition within a minute of the load, and
             # doing it inline cost 15 % of a whole load.
     except errors.UniqueViolation as exc:
-        raise duplicate_keys_error(tables, day, exc.diag.message_detail) from None
+        raise duplicate_keys_error(tables, consts.day, exc.diag.message_detail) from None
     return target
 
 

@@ -8,7 +8,8 @@ For a model ``churn`` and the spec's ``scoring.schema`` (default ``nightshift``)
   is a sort of one partition.)
 - ``nightshift.churn_latest_scores``: a view with each entity's latest score.
 - ``nightshift.churn_quarantine``: rows that broke a row-level rule, with the rule and the DAG run.
-- ``nightshift_staging``: where a run loads its rows before they become visible, and the lease table.
+- ``nightshift_staging``: where a run loads its rows before they become visible (one scores table per
+  run and day, a ledger of the shards loaded, a quarantine table per shard), and the lease table.
 
 Every identifier comes from a validated spec and reaches SQL only through ``psycopg2.sql.Identifier``.
 """
@@ -133,7 +134,11 @@ class Tables:
         return f"{self.model}_scores_p{day:%Y%m%d}"
 
     def staging(self, day: date, run_id: str, kind: str) -> str:
-        """A staging table of one run: ``kind`` is ``s<shard>`` (scores) or ``q<shard>`` (quarantine)."""
+        """A staging table of one run and day, ``<model>_<yyyymmdd>_<digest>_<kind>``.
+
+        ``kind`` is ``s`` (the day's scores, loaded by every shard), ``l`` (the ledger of the shards
+        loaded) or ``q<shard>`` (one shard's quarantine).
+        """
         digest = hashlib.sha1(run_id.encode()).hexdigest()[:6]
         return f"{self.model}_{day:%Y%m%d}_{digest}_{kind}"
 

@@ -231,6 +231,14 @@ def test_too_many_broken_rows_fail_the_input_suite_and_keep_the_scores(
     assert query(warehouse, "SELECT count(*) FROM nightshift_staging.score_leases WHERE model = 'scorer'") == [(0,)], (
         "the failed run gave the date back"
     )
+    # The shards ran beside the suite: they end as skipped (or done, had they finished first), never
+    # as a second failure, and their staging tables went with the date.
+    assert result.tasks["score"] in ("skipped", "success"), result.tasks
+    assert [t for t, state in result.tasks.items() if state == "failed"] == ["validate_input"], result.tasks
+    assert result.tasks["publish"] == "upstream_failed"
+    from include.nightshift import warehouse as wh
+
+    assert wh.staging_tables(warehouse, wh.Tables.for_spec(scorer), DAY) == []
 
 
 def test_a_new_day_is_published_as_an_asset_event(scorer, landing, warehouse):

@@ -643,3 +643,88 @@ def test_a_shard_failing_mid_copy_leaves_none_of_its_rows_and_its_retry_complete
 
     assert day_state(conn, spec) == (total - 5, {"run-fail"})
     assert staging_left(conn, spec) == []
+
+
+# The suites run beside the work they judge: giving the date back must not wait on that work forever.
+
+
+def test_the_date_given_back_while_a_shard_loads_stops_the_shard_and_drops_its_table(spec, model, connect, tmp_path):
+    """The input suite fails while a shard beside it is mid-COPY (the shard renews the claim every batch)."""
+    from include.nightshift import scoring, warehouse
+    from include.nightshift.storage import Storage
+
+    conn, qconn = connect(), connect()
+    score_day(conn, qconn, spec, model, write_day(spec, (tmp_path / "ok").as_uri(), 1000), "run-ok")
+    spec, uri = small_shards(spec, (tmp_path / "big").as_uri(), 10_000)
+    tables, consts, _, _, shards = start_run(conn, spec, uri, "run-bad-input")
+    s_table = warehouse.scores_table(tables, consts)
+    gate, observer = threading.Event(), connect()
+    shard_lease = warehouse.Lease(connect(), tables, DAY, "run-bad-input", interval=0)
+    job = scoring.ShardJob(spec, tables, consts, Storage(), uri, shards[0], Gated(model, gate))
+    (shard,), _, shard_errors = in_threads(
+        lambda: scoring.score_shard(connect(), connect(), job, shard_lease.heartbeat)
+    )
+    wait_for("the shard's COPY", lambda: bool(copies_into(observer, spec, s_table)))
+
+    suite_side = warehouse.Lease(connect(), tables, DAY, "run-bad-input")
+    (release,), _, release_errors = in_threads(suite_side.release)
+    wait_for("the claim given back", lambda: warehouse.given_back(observer, tables, DAY))
+    gate.set()  # the shard's next batch renews the claim and finds it gone
+    shard.join(30)
+    release.join(30)
+
+    assert not shard.is_alive() and not release.is_alive(), "neither waits on the other"
+    assert release_errors == []
+    assert [type(e) for e in shard_errors] == [warehouse.DateGivenBackError]
+    assert "gave the date back" in str(shard_errors[0])
+    assert staging_left(conn, spec) == [], "the release dropped the day's staging tables once the shard let go"
+    assert day_state(conn, spec) == (1000, {"run-ok"}), "the published day is unchanged"
+
+
+def test_the_key_build_lets_the_output_suite_read_and_waits_only_to_record_the_key(spec, model, connect, tmp_path):
+    """The output suite reads the staged table while assemble builds its key; only the last step waits on it."""
+    from include.nightshift import scoring, warehouse
+    from include.nightshift.storage import Storage
+
+    conn, qconn = connect(), connect()
+    spec, uri = small_shards(spec, tmp_path.as_uri(), 20_000)
+    tables, consts, lease, total, shards = start_run(conn, spec, uri, "run-beside")
+    results = [
+        scoring.score_shard(conn, qconn, scoring.ShardJob(spec, tables, consts, Storage(), uri, s, model))
+        for s in shards
+    ]
+    s_table = warehouse.scores_table(tables, consts)
+    reader = connect()
+    with reader.cursor() as cur:  # a suite query in flight: its transaction holds the table's read lock
+        cur.execute(f"SELECT count(*) FROM {spec.scoring.schema_name}_staging.{s_table}")
+        assert cur.fetchone() == (total,)
+    assembler = connect()
+    (build,), built, errors = in_threads(
+        lambda: scoring.assemble_day(assembler, lease, spec, consts, total, results)
+    )
+    observer = connect()
+
+    def waits_to_record_the_key() -> bool:
+        with observer, observer.cursor() as cur:
+            cur.execute(
+                "SELECT query FROM pg_stat_activity WHERE pid = %s AND wait_event_type = 'Lock'",
+                (assembler.get_backend_pid(),),
+            )
+            row = cur.fetchone()
+        return bool(row) and "PRIMARY KEY USING INDEX" in row[0]
+
+    wait_for("the index built beside the reader", waits_to_record_the_key)
+    reader.commit()
+    build.join(30)
+
+    assert errors == [] and not build.is_alive()
+    assert built[0].staged_table == s_table
+    warehouse.publish(conn, lease, consts, s_table, len(shards))
+    assert day_state(conn, spec) == (total, {"run-beside"})
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT column_default FROM information_schema.columns WHERE table_schema = %s "
+            "AND table_name = %s AND column_name = 'model_version'",
+            (spec.scoring.schema_name, tables.partition(DAY)),
+        )
+        assert cur.fetchone() == (None,), "the partition keeps none of the staging table's defaults"

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from include.nightshift.scoring import encode
 from include.nightshift.scoring.rules import row_rules, split_batch, with_derived
 from include.nightshift.warehouse import staging
+from include.nightshift.warehouse.lease import hold_claim
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -131,7 +132,7 @@ class _QueueReader:
 class _Producer:
     """The worker thread's side: read, split, predict, encode, and hand the bytes to COPY."""
 
-    def __init__(self, job: ShardJob, qcur: cursor, heartbeat: Callable[[], None] | None) -> None:
+    def __init__(self, job: ShardJob, qcur: cursor, heartbeat: Callable[..., None] | None) -> None:
         self.job, self.qcur, self.heartbeat = job, qcur, heartbeat
         self.result = ShardResult(shard=job.shard.index)
         self.chunks: queue.Queue[Chunk] = queue.Queue(maxsize=4)
@@ -202,7 +203,7 @@ class _Producer:
 
 
 def score_shard(
-    conn: connection, quarantine_conn: connection, job: ShardJob, heartbeat: Callable[[], None] | None = None
+    conn: connection, quarantine_conn: connection, job: ShardJob, heartbeat: Callable[..., None] | None = None
 ) -> ShardResult:
     """Score one shard of the day into the run's staging tables and commit them.
 
@@ -252,6 +253,10 @@ def score_shard(
                 producer.stop.set()
                 worker.join()
             staging.record_shard(cur, tables, consts, index, producer.result.as_dict())
+            if heartbeat is not None:
+                # The input suite runs beside the shards: a shard commits only while the run holds the
+                # date (had the suite failed and given it back, the rows are rolled back here).
+                hold_claim(cur, tables, consts.day, consts.dag_run_id)
     r = producer.result
     log.info(
         "shard %d: %d input rows, %d scored, %d quarantined into %s.%s",

@@ -11,7 +11,7 @@ This package never imports Airflow; functions receive a psycopg2 connection.
 """
 
 from include.nightshift.pg import ANALYST_ROLE, role_exists
-from include.nightshift.warehouse.lease import Lease, ScoreDateBusyError, claim
+from include.nightshift.warehouse.lease import DateGivenBackError, Lease, ScoreDateBusyError, claim, given_back
 from include.nightshift.warehouse.publishing import Published, publish, publish_quarantine_only
 from include.nightshift.warehouse.schema import ensure_analyst_login, ensure_analyst_role, ensure_tables, partition_days
 from include.nightshift.warehouse.staging import (
@@ -41,6 +41,8 @@ __all__ = [
     "Lease",
     "Published",
     "ScoreDateBusyError",
+    "DateGivenBackError",
+    "given_back",
     "Tables",
     "assemble",
     "claim",

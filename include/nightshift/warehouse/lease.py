@@ -35,6 +35,19 @@ class ScoreDateBusyError(NightshiftError):
     """Another live DAG run holds the lease on this model's score date."""
 
 
+class DateGivenBackError(ScoreDateBusyError):
+    """Nobody holds the score date any more: a task of the run gave it back (a check failed), or it was published.
+
+    The tasks that work beside the one that gave it back (the shards beside the input suite, the key
+    build beside the output suite) end as skipped on it: the failed task tells what broke.
+    """
+
+
+# How long giving a date back waits to drop its staging tables (a shard's COPY or a key build may hold
+# them); past it the tables are left to the next claim of the date, which drops them.
+RELEASE_DROP_TIMEOUT = "10s"
+
+
 def table_ddl(t: Tables) -> Any:
     """The lease table: one row per claimed model and score date, in the staging schema."""
     return (
@@ -83,7 +96,10 @@ class Lease:
             return
         with self.conn, self.conn.cursor() as cur:
             self._mine(cur, "UPDATE {} SET heartbeat_at = now()")
-            if cur.rowcount != 1:
+            renewed = cur.rowcount == 1
+            if not renewed and holder(cur, self.tables, self.day) is None:
+                raise DateGivenBackError(given_back_message(self.tables, self.day, self.run_id))
+            if not renewed:
                 raise ScoreDateBusyError(
                     f"DAG run {self.run_id} lost its claim on {self.tables.model} scores for {self.day}: "
                     "another run took it over (this run was silent for longer than scoring.lease_timeout_minutes). "
@@ -92,11 +108,31 @@ class Lease:
         self._last = now
 
     def release(self) -> None:
-        """Give up the claim (after a failure that published nothing) and drop this date's staging tables."""
+        """Give up the claim (after a failure that published nothing) and drop this date's staging tables.
+
+        The claim is given back in a transaction of its own before the drop: tasks running beside this
+        one (shards loading, the key build) renew the claim row while they hold the staging tables, so
+        one transaction for both would wait on them while they wait on it, through the client, where
+        PostgreSQL sees no deadlock. The drop waits at most ``RELEASE_DROP_TIMEOUT``; tables still busy
+        after it are dropped by the next claim of the date.
+        """
+        from psycopg2 import errors
+
         with self.conn, self.conn.cursor() as cur:
             self._mine(cur, "DELETE FROM {}")
-            if cur.rowcount:
+            released = cur.rowcount
+        if not released:
+            return
+        try:
+            with self.conn, self.conn.cursor() as cur:
+                cur.execute(sql().SQL("SET LOCAL lock_timeout = {}").format(sql().Literal(RELEASE_DROP_TIMEOUT)))
                 staging.drop_day(cur, self.tables, self.day)
+        except errors.LockNotAvailable:
+            log.warning(
+                "gave %s %s back; its staging tables are still in use and are left to the next claim of the date",
+                self.tables.model,
+                self.day,
+            )
 
     def check_held(self, cur: cursor) -> None:
         """Inside a transaction: lock the claim and make sure this run still holds it.
@@ -136,6 +172,54 @@ class Lease:
             .format(self.tables.leases),
             (self.run_id, self.tables.model, self.day),
         )
+
+
+def holder(cur: cursor, tables: Tables, day: date) -> str | None:
+    """The DAG run that holds the claim on (model, day) now; None when nobody does."""
+    cur.execute(
+        sql().SQL("SELECT dag_run_id FROM {} WHERE model = %s AND score_date = %s").format(tables.leases),
+        (tables.model, day),
+    )
+    row = cur.fetchone()
+    return str(row[0]) if row else None
+
+
+def given_back_message(tables: Tables, day: date, run_id: str) -> str:
+    return (
+        f"DAG run {run_id} has no claim on {tables.model} scores for {day} any more: another task of the run "
+        "gave the date back after a failed check (that task's log says what broke), or the run published "
+        "already. Nothing more of this run is written."
+    )
+
+
+def hold_claim(cur: cursor, tables: Tables, day: date, run_id: str) -> None:
+    """Inside a loading transaction: make sure ``run_id`` holds the date, and keep it from being given back
+    until the transaction ends (a key-share lock on the claim row: renewals pass, a release waits).
+
+    Raises:
+        DateGivenBackError: nobody holds the date any more.
+        ScoreDateBusyError: another run holds it.
+    """
+    cur.execute(
+        sql()
+        .SQL("SELECT dag_run_id FROM {} WHERE model = %s AND score_date = %s FOR KEY SHARE")
+        .format(tables.leases),
+        (tables.model, day),
+    )
+    row = cur.fetchone()
+    if row is None:
+        raise DateGivenBackError(given_back_message(tables, day, run_id))
+    if row[0] != run_id:
+        raise ScoreDateBusyError(
+            f"DAG run {run_id} lost its claim on {tables.model} scores for {day} to DAG run {row[0]}; "
+            "nothing of this run was published"
+        )
+
+
+def given_back(conn: connection, tables: Tables, day: date) -> bool:
+    """Whether nobody holds the claim on (model, day): a task of the holding run gave it back, or it published."""
+    with conn, conn.cursor() as cur:
+        return holder(cur, tables, day) is None
 
 
 def _insert_or_renew(cur: cursor, lease: Lease, timeout_minutes: int) -> bool:

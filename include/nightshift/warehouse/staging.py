@@ -215,11 +215,14 @@ ASSEMBLE_MAINTENANCE_MEM = "512MB"
 
 
 def assemble(conn: connection, tables: Tables, consts: Constants, shards: int) -> str:
-    """Make the run's scores staging table shaped like the day's partition; returns its name.
+    """Build the primary key the day's partition needs on the run's scores staging table; returns its name.
 
-    The shards loaded their rows into that one table; this drops the day's constant defaults, builds the
-    primary key the partition needs (so attaching does not build it under the lock) and drops the
-    ledger. Run again after it succeeded (the task cleared), it finds the key there and changes nothing.
+    The shards loaded their rows into that one table; this checks that the ledger lists every shard,
+    builds the key (so attaching does not build it under the lock) and drops the ledger. The output
+    suite reads the table meanwhile: the index is built under a lock that lets readers through, and
+    only turning it into the key waits for the suite's running query. The day's constant defaults stay
+    until the publish, which drops them under the lock it takes anyway. Run again after it succeeded
+    (the task cleared), it finds the key there and changes nothing.
 
     Returns:
         The staging table that will become the partition.
@@ -253,12 +256,17 @@ def assemble(conn: connection, tables: Tables, consts: Constants, shards: int) -
             # The key build sorts every row of the day: with the default 64 MB it spills to disk in runs
             # (server memory for this transaction only, not the task's).
             cur.execute(s.SQL("SET LOCAL maintenance_work_mem = {}").format(s.Literal(ASSEMBLE_MAINTENANCE_MEM)))
-            for col in CONSTANT_COLUMNS:
-                cur.execute(s.SQL("ALTER TABLE {} ALTER COLUMN {} DROP DEFAULT").format(t_ident, s.Identifier(col)))
-            # Built after the load: one sorted bulk build costs a fraction of per-row index upkeep.
+            # Built after the load: one sorted bulk build costs a fraction of per-row index upkeep. A
+            # plain unique index takes a SHARE lock (readers pass); ADD CONSTRAINT ... USING INDEX then
+            # needs the exclusive lock only to record it (both columns are NOT NULL already: no scan).
             cur.execute(
-                s.SQL("ALTER TABLE {} ADD CONSTRAINT {} PRIMARY KEY ({}, score_date)").format(
-                    t_ident, s.Identifier(pkey), s.Identifier(tables.key)
+                s.SQL("CREATE UNIQUE INDEX {} ON {} ({}, score_date)").format(
+                    s.Identifier(pkey), t_ident, s.Identifier(tables.key)
+                )
+            )
+            cur.execute(
+                s.SQL("ALTER TABLE {} ADD CONSTRAINT {} PRIMARY KEY USING INDEX {}").format(
+                    t_ident, s.Identifier(pkey), s.Identifier(pkey)
                 )
             )
             cur.execute(s.SQL("DROP TABLE {}").format(l_ident))
@@ -267,6 +275,15 @@ def assemble(conn: connection, tables: Tables, consts: Constants, shards: int) -
     except errors.UniqueViolation as exc:
         raise duplicate_keys_error(tables, consts.day, exc.diag.message_detail) from None
     return target
+
+
+def drop_constant_defaults(cur: cursor, tables: Tables, staged: str) -> None:
+    """Drop the day's constant column defaults the shards' COPY used: the partition takes none of its own."""
+    s = sql()
+    for col in CONSTANT_COLUMNS:
+        cur.execute(
+            s.SQL("ALTER TABLE {} ALTER COLUMN {} DROP DEFAULT").format(tables.staged(staged), s.Identifier(col))
+        )
 
 
 def count_rows(conn: connection, schema: str, table: str) -> int:

@@ -30,9 +30,10 @@ SCORING_DOC = """
 {description}
 
 **What it does:** pins the version holding `@champion` for the whole run (no champion: the run fails
-at once), checks the day's features `{features_uri}` (GX suite `{name}_scoring_input`), scores them in
-record batches and loads them with COPY into a staging table ({shard_rows:,} rows per mapped shard),
-validates the loaded rows in the database (GX suite `{name}_scored_output`), then swaps them in as the
+at once), checks the day's features `{features_uri}` (GX suite `{name}_scoring_input`) while it scores
+them in record batches and loads them with COPY into a staging table ({shard_rows:,} rows per mapped
+shard), validates the loaded rows in the database (GX suite `{name}_scored_output`) while it builds
+their key, then, only if both suites passed, swaps them in as the
 day's partition of `{schema}.{name}_scores` in one transaction and updates the Asset `{name}_scores`.
 Rows breaking a row rule go to `{schema}.{name}_quarantine`; above {max_q:.1%} of the day the run fails
 and publishes nothing. **Deadline:** on-call is told when a run has not finished {due} minutes after

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import asdict
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -10,6 +11,7 @@ from nightshift_airflow.links import MlflowModelVersionLink
 from nightshift_airflow.operators.base import DataOperator, NightshiftOperator, run_date
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from datetime import date
 
     from airflow.sdk import Context
@@ -151,6 +153,34 @@ class _ScoringStep(NightshiftOperator):
 
         return Tables.for_spec(self.version_spec)
 
+    @contextmanager
+    def stops_if_given_back(self) -> Iterator[None]:
+        """End as skipped when a task beside this one gave the run's date back (its check failed).
+
+        The shards run beside the input suite and the key build beside the output suite; when one of
+        those fails it gives the date back and drops the staging tables, and the task it ran beside
+        stops at its next sign of life (or on the missing table) without a failure of its own: the
+        failed check is what on-call needs to read.
+        """
+        from airflow.sdk.exceptions import AirflowSkipException
+        from psycopg2 import errors
+
+        from include.nightshift import warehouse
+
+        try:
+            yield
+        except warehouse.DateGivenBackError as exc:
+            raise AirflowSkipException(str(exc)) from None
+        except errors.UndefinedTable:
+            with self.warehouse() as conn:
+                if warehouse.given_back(conn, self.tables, self.facts.score_date):
+                    raise AirflowSkipException(
+                        f"the claim on {self.facts.model_name} scores for {self.facts.score_date} was given back "
+                        "by another task of the run (a failed check; its log says what broke) and its staging "
+                        "tables dropped: nothing more of this run is written"
+                    ) from None
+            raise
+
 
 class ScoreShardOperator(_ScoringStep):
     """Score one shard of the day into its staging tables (mapped: one task instance per shard).
@@ -189,9 +219,10 @@ class ScoreShardOperator(_ScoringStep):
             model=model,
             threads=scoring.model_threads(spec, shard.of),
         )
-        with self.warehouse() as scores, self.warehouse() as quarantine, self.warehouse() as leases:
-            lease = self.facts.lease(leases, self.tables)
-            result = scoring.score_shard(scores, quarantine, job, heartbeat=lease.heartbeat)
+        with self.stops_if_given_back():
+            with self.warehouse() as scores, self.warehouse() as quarantine, self.warehouse() as leases:
+                lease = self.facts.lease(leases, self.tables)
+                result = scoring.score_shard(scores, quarantine, job, heartbeat=lease.heartbeat)
         return result.as_dict()
 
 
@@ -217,7 +248,7 @@ class AssembleScoresOperator(_ScoringStep):
         # A slice reads every mapped result in one request (iterating asks for one index past the end).
         results = [scoring.ShardResult.from_dict(r) for r in self.shards[:]]
         facts = self.facts
-        with self.warehouse() as conn:
+        with self.stops_if_given_back(), self.warehouse() as conn:
             lease = facts.lease(conn, self.tables)
             day = scoring.assemble_day(conn, lease, spec, facts.constants(), facts.input_rows, results)
         self.log.info(

@@ -54,12 +54,19 @@ class _ValidateOperator(NightshiftOperator):
     def on_failure(self, spec: ModelSpec) -> None:
         """Called before the task fails on a failed suite (scoring gives its date back here)."""
 
+    def stop_if_superseded(self, spec: ModelSpec) -> None:
+        """Called when the suite failed or could not run, before :meth:`on_failure`: raise to end otherwise."""
+
     def checked(self, spec: ModelSpec) -> list[tuple[str, str]]:  # pragma: no cover - abstract
         """The OpenLineage datasets the suite checked (its result rides on them as a data-quality facet)."""
         raise NotImplementedError
 
     def run(self, context: Context, spec: ModelSpec) -> dict[str, Any]:
-        report = self.validate(spec)
+        try:
+            report = self.validate(spec)
+        except Exception:
+            self.stop_if_superseded(spec)
+            raise
         from include.nightshift.lineage import quality_assertions
 
         facet = quality_assertions(report.result)
@@ -74,6 +81,7 @@ class _ValidateOperator(NightshiftOperator):
             value=validation_url(ti.dag_id, ti.run_id, ti.task_id, _map_index(ti)),
         )
         if not report.success:
+            self.stop_if_superseded(spec)
             self.on_failure(spec)
             raise AirflowFailException(report.failure_message(where, self.consequence()))
         self.log.info(
@@ -182,6 +190,24 @@ class _ScoringValidation(_ValidateOperator):
         """The pinned version's view of the spec: its contract decides the columns and outputs."""
         return self.contract_spec(str(self.resolved["mlflow_run_id"]))
 
+    def stop_if_superseded(self, spec: ModelSpec) -> None:
+        """Skip when the task beside this one gave the date back first (the key build, the shards).
+
+        The output suite reads the staged table while assemble builds its key; when assemble fails
+        (duplicate keys, too many quarantined rows) it gives the date back and drops the table, and this
+        suite, which then fails on a missing table, has nothing to add.
+        """
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from include.nightshift import warehouse
+
+        with self.warehouse() as conn:
+            if warehouse.given_back(conn, warehouse.Tables.for_spec(spec), self.day):
+                raise AirflowSkipException(
+                    f"the claim on {spec.name} scores for {self.day} was given back by another task of the run "
+                    "(a failed check; its log says what broke) before this suite finished: nothing to add"
+                )
+
     def on_failure(self, spec: ModelSpec) -> None:
         from include.nightshift import scoring, warehouse
 
@@ -203,8 +229,9 @@ class ValidateScoringInputOperator(_ScoringValidation):
 
     def consequence(self) -> str:
         return (
-            f"Nothing was scored; the published scores of {self.day} are unchanged. "
-            "Fix or re-land the day's file, then re-run the date."
+            f"No scores were published; the published scores of {self.day} are unchanged (the shards that "
+            "score beside this suite stop and discard their rows). Fix or re-land the day's file, then re-run "
+            "the date."
         )
 
     def validate(self, spec: ModelSpec) -> ValidationReport:
@@ -223,15 +250,17 @@ class ValidateScoringInputOperator(_ScoringValidation):
 class ValidateScoredOutputOperator(_ScoringValidation):
     """Validate the day's staged rows in PostgreSQL, in the database, before they are published.
 
+    It runs beside ``assemble``, which builds the staged table's key under a lock that lets it read.
+
     Args:
-        scored: The output of ``AssembleScoresOperator`` (templated).
+        shards: The outputs of the mapped ``ScoreShardOperator`` (templated): the rows to expect.
     """
 
-    template_fields = ("model", "resolved", "scored", "work_root")
+    template_fields = ("model", "resolved", "shards", "work_root")
 
-    def __init__(self, *, scored: Any, **kwargs: Any) -> None:
+    def __init__(self, *, shards: Any, **kwargs: Any) -> None:
         super().__init__(stage="scored_output", **kwargs)
-        self.scored = scored
+        self.shards = shards
 
     def consequence(self) -> str:
         return (
@@ -239,18 +268,27 @@ class ValidateScoredOutputOperator(_ScoringValidation):
             "Check the model version and the input, then re-run the date."
         )
 
-    def validate(self, spec: ModelSpec) -> ValidationReport:
-        from include.nightshift import validation
+    def _staged(self, spec: ModelSpec) -> tuple[str, str]:
+        from include.nightshift import scoring, warehouse
 
+        tables = warehouse.Tables.for_spec(spec)
+        return tables.staging_schema, warehouse.scores_table(
+            tables, scoring.ScoringRun.from_dict(self.resolved).constants()
+        )
+
+    def validate(self, spec: ModelSpec) -> ValidationReport:
+        from include.nightshift import scoring, validation
+
+        # A slice reads every mapped result in one request (iterating asks for one index past the end).
+        scored = sum(scoring.ShardResult.from_dict(r).scored_rows for r in self.shards[:])
         expected = {
-            "rows": self.scored["scored_rows"],
+            "rows": scored,
             "model_version": self.resolved["model_version"],
             "dag_run_id": self.resolved["dag_run_id"],
         }
         url = self.warehouse_hook.get_uri()
-        return validation.validate_table(
-            spec, self.stage, url, self.scored["staging_schema"], self.scored["staged_table"], expected
-        )
+        schema, table = self._staged(spec)
+        return validation.validate_table(spec, self.stage, url, schema, table, expected)
 
     def checked(self, spec: ModelSpec) -> list[tuple[str, str]]:
-        return [self.table(self.scored["staging_schema"], self.scored["staged_table"])]
+        return [self.table(*self._staged(spec))]

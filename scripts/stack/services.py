@@ -75,9 +75,6 @@ def _airflow_core(stack: Stack, netloc: str, secrets: dict[str, str]) -> dict[st
         "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(side_port(stack.airflow_port, 713)),
         "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(side_port(stack.airflow_port, 714)),
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
-        # The scheduler sleeps this long after a loop with nothing to do (default 1 s): every task of a
-        # run waits up to that for its upstream's end to be seen. A night is about 12 tasks in a row.
-        "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.25",
         "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
         "AIRFLOW__USAGE_DATA_COLLECTION__ENABLED": "False",
     }

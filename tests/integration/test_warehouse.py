@@ -699,9 +699,7 @@ def test_the_key_build_lets_the_output_suite_read_and_waits_only_to_record_the_k
         cur.execute(f"SELECT count(*) FROM {spec.scoring.schema_name}_staging.{s_table}")
         assert cur.fetchone() == (total,)
     assembler = connect()
-    (build,), built, errors = in_threads(
-        lambda: scoring.assemble_day(assembler, lease, spec, consts, total, results)
-    )
+    (build,), built, errors = in_threads(lambda: scoring.assemble_day(assembler, lease, spec, consts, total, results))
     observer = connect()
 
     def waits_to_record_the_key() -> bool:

@@ -60,6 +60,18 @@ def test_sample_day_reads_a_small_day_whole(tmp_path, spec):
     assert len(sample) == total == 800
 
 
+def test_sample_day_keeps_each_rows_category_values_as_plain_strings(tmp_path, spec):
+    """Category columns are read as dictionaries (each row group has its own) and come back as strings."""
+    df = day_frame(DAY, drift=False, rows=4000)
+    uri = write_day(tmp_path, df)
+
+    sample, _ = monitoring.sample_day(Storage(), spec, uri, max_rows=5000, seed=1)
+
+    for name in spec.categorical_features:
+        assert sample[name].dtype == object and {type(v) for v in sample[name].dropna()} == {str}
+        assert sample[name].fillna("<none>").tolist() == df[name].astype(object).fillna("<none>").tolist()
+
+
 def test_sample_day_names_the_file_when_a_feature_is_missing(tmp_path, spec):
     uri = write_day(tmp_path, day_frame(DAY, drift=False, rows=500).drop(columns=["region"]))
     with pytest.raises(DataValidationError, match=r"features.parquet: columns \['region'\] of spec 'churn'"):

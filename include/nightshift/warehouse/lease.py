@@ -201,9 +201,7 @@ def hold_claim(cur: cursor, tables: Tables, day: date, run_id: str) -> None:
         ScoreDateBusyError: another run holds it.
     """
     cur.execute(
-        sql()
-        .SQL("SELECT dag_run_id FROM {} WHERE model = %s AND score_date = %s FOR KEY SHARE")
-        .format(tables.leases),
+        sql().SQL("SELECT dag_run_id FROM {} WHERE model = %s AND score_date = %s FOR KEY SHARE").format(tables.leases),
         (tables.model, day),
     )
     row = cur.fetchone()

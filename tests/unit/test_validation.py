@@ -564,3 +564,16 @@ def test_a_summary_that_names_another_location_is_flagged():
     assert validation.claimed_elsewhere({"result_uri": "file:///w/a.json"}, "file:///w/a.json") is None
     assert validation.claimed_elsewhere({"result_uri": None}, "file:///w/a.json") is None
     assert validation.claimed_elsewhere({"result_uri": "file:///etc/x"}, "file:///w/a.json") == "file:///etc/x"
+
+
+def test_the_output_suites_sessions_scan_with_one_backend_and_keep_the_connections_own_settings():
+    from sqlalchemy.engine import make_url
+
+    from include.nightshift.validation.run import SERIAL_SCANS, with_session_settings
+
+    given = "postgresql+psycopg2://writer:p%40ss@db:5432/wh?sslmode=require&options=-c%20statement_timeout%3D5000"
+    url = make_url(with_session_settings(given, SERIAL_SCANS))
+
+    assert url.password == "p@ss" and url.host == "db" and url.database == "wh"
+    assert url.query["sslmode"] == "require"
+    assert url.query["options"] == "-c statement_timeout=5000 -c max_parallel_workers_per_gather=0"

@@ -553,9 +553,12 @@ def test_a_shard_run_again_after_its_scores_committed_loads_nothing_twice(spec, 
     assert (day.scored_rows, day.quarantined_rows) == (total - 5, 5)
     # The assemble task cleared after it succeeded: runs again, changes nothing.
     assert warehouse.assemble(conn, tables, consts, len(shards)) == day.staged_table
+    # A shard cleared after assemble (the keyed table must not get its rows again): the stored result.
+    late = scoring.score_shard(conn, qconn, dataclasses.replace(jobs[1], model=Untouchable()))
+    assert late == first[1] and staged_rows(conn, spec, s_table) == total - 5
     warehouse.publish(conn, lease, consts, day.staged_table, day.shards)
     assert day_state(conn, spec) == (total - 5, {"run-retry"})
-    assert staging_left(conn, spec) == []
+    assert staging_left(conn, spec) == [], "the publish dropped the ledger with the rest"
 
 
 def test_a_second_attempt_of_a_shard_while_the_first_loads_waits_and_returns_its_result(spec, model, connect, tmp_path):

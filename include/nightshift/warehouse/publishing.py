@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from include.nightshift.pg import sql
 from include.nightshift.warehouse.schema import grant_partition
-from include.nightshift.warehouse.staging import drop_constant_defaults
+from include.nightshift.warehouse.staging import drop_constant_defaults, ledger_table
 
 if TYPE_CHECKING:
     from psycopg2.extensions import connection, cursor
@@ -76,6 +76,7 @@ def _swap(cur: cursor, tables: Tables, consts: Constants, staged: str) -> bool:
         cur.execute(s.SQL("ALTER TABLE {} DETACH PARTITION {}").format(parent, part_ident))
         cur.execute(s.SQL("DROP TABLE {}").format(part_ident))
     drop_constant_defaults(cur, tables, staged)
+    cur.execute(s.SQL("DROP TABLE IF EXISTS {}").format(tables.staged(ledger_table(tables, consts))))
     cur.execute(s.SQL("ALTER TABLE {} SET SCHEMA {}").format(tables.staged(staged), s.Identifier(tables.schema)))
     cur.execute(s.SQL("ALTER TABLE {} RENAME TO {}").format(tables.published(staged), s.Identifier(part)))
     cur.execute(

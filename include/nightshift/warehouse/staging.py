@@ -217,8 +217,8 @@ ASSEMBLE_MAINTENANCE_MEM = "512MB"
 def assemble(conn: connection, tables: Tables, consts: Constants, shards: int) -> str:
     """Build the primary key the day's partition needs on the run's scores staging table; returns its name.
 
-    The shards loaded their rows into that one table; this checks that the ledger lists every shard,
-    builds the key (so attaching does not build it under the lock) and drops the ledger. The output
+    The shards loaded their rows into that one table; this checks that the ledger lists every shard and
+    builds the key (so attaching does not build it under the lock); the publish drops the ledger. The output
     suite reads the table meanwhile: the index is built under a lock that lets readers through, and
     only turning it into the key waits for the suite's running query. The day's constant defaults stay
     until the publish, which drops them under the lock it takes anyway. Run again after it succeeded
@@ -245,7 +245,6 @@ def assemble(conn: connection, tables: Tables, consts: Constants, shards: int) -
             )
             if cur.fetchone() is not None:
                 log.info("%s.%s is already assembled", tables.staging_schema, target)
-                cur.execute(s.SQL("DROP TABLE IF EXISTS {}").format(l_ident))
                 return target
             cur.execute(s.SQL("SELECT shard FROM {} WHERE result IS NOT NULL ORDER BY 1").format(l_ident))
             loaded = [r[0] for r in cur.fetchall()]
@@ -272,7 +271,8 @@ def assemble(conn: connection, tables: Tables, consts: Constants, shards: int) -
                     t_ident, s.Identifier(pkey), s.Identifier(pkey)
                 )
             )
-            cur.execute(s.SQL("DROP TABLE {}").format(l_ident))
+            # The ledger stays until the publish: a shard cleared after this (by hand, or its task retried
+            # late) finds its row and returns the stored result instead of loading into the keyed table.
             # No ANALYZE here: autovacuum analyzes the new partition within a minute of the load, and
             # doing it inline cost 15 % of a whole load.
     except errors.UniqueViolation as exc:

@@ -11,7 +11,14 @@ This package never imports Airflow; functions receive a psycopg2 connection.
 """
 
 from include.nightshift.pg import ANALYST_ROLE, role_exists
-from include.nightshift.warehouse.lease import DateGivenBackError, Lease, ScoreDateBusyError, claim, given_back
+from include.nightshift.warehouse.lease import (
+    DateGivenBackError,
+    Lease,
+    ScoreDateBusyError,
+    claim,
+    given_back,
+    given_back_message,
+)
 from include.nightshift.warehouse.publishing import Published, publish, publish_quarantine_only
 from include.nightshift.warehouse.schema import ensure_analyst_login, ensure_analyst_role, ensure_tables, partition_days
 from include.nightshift.warehouse.staging import (
@@ -43,6 +50,7 @@ __all__ = [
     "ScoreDateBusyError",
     "DateGivenBackError",
     "given_back",
+    "given_back_message",
     "Tables",
     "assemble",
     "claim",

@@ -185,6 +185,7 @@ def holder(cur: cursor, tables: Tables, day: date) -> str | None:
 
 
 def given_back_message(tables: Tables, day: date, run_id: str) -> str:
+    """What a task beside a failed check says when it finds the date given back (it ends as skipped)."""
     return (
         f"DAG run {run_id} has no claim on {tables.model} scores for {day} any more: another task of the run "
         "gave the date back after a failed check (that task's log says what broke), or the run published "

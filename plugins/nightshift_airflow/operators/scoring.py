@@ -173,12 +173,10 @@ class _ScoringStep(NightshiftOperator):
             raise AirflowSkipException(str(exc)) from None
         except errors.UndefinedTable:
             with self.warehouse() as conn:
-                if warehouse.given_back(conn, self.tables, self.facts.score_date):
-                    raise AirflowSkipException(
-                        f"the claim on {self.facts.model_name} scores for {self.facts.score_date} was given back "
-                        "by another task of the run (a failed check; its log says what broke) and its staging "
-                        "tables dropped: nothing more of this run is written"
-                    ) from None
+                facts = self.facts
+                if warehouse.given_back(conn, self.tables, facts.score_date):
+                    message = warehouse.given_back_message(self.tables, facts.score_date, facts.dag_run_id)
+                    raise AirflowSkipException(message) from None
             raise
 
 

@@ -201,12 +201,10 @@ class _ScoringValidation(_ValidateOperator):
 
         from include.nightshift import warehouse
 
+        tables = warehouse.Tables.for_spec(spec)
         with self.warehouse() as conn:
-            if warehouse.given_back(conn, warehouse.Tables.for_spec(spec), self.day):
-                raise AirflowSkipException(
-                    f"the claim on {spec.name} scores for {self.day} was given back by another task of the run "
-                    "(a failed check; its log says what broke) before this suite finished: nothing to add"
-                )
+            if warehouse.given_back(conn, tables, self.day):
+                raise AirflowSkipException(warehouse.given_back_message(tables, self.day, self.resolved["dag_run_id"]))
 
     def on_failure(self, spec: ModelSpec) -> None:
         from include.nightshift import scoring, warehouse

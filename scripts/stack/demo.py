@@ -15,15 +15,45 @@ from scripts.stack.api import AirflowApi, api_for
 from scripts.stack.services import up
 
 if TYPE_CHECKING:
+    from include.nightshift.spec import ModelSpec
     from scripts.stack.settings import Stack
 
 log = logging.getLogger("nightshift.stack")
 
 SCORING_DAYS = 3  # `make run` scores the last three sample days, and the last day whose labels have landed
-ANALYST_QUERY = (
-    "SELECT customer_id, round(score::numeric, 3) AS score, score_date FROM {schema}.{model}_latest_scores "
-    "ORDER BY score DESC, customer_id LIMIT 5"
+# The realised-performance columns the summary shows (the metrics of every target type; a model's
+# own are filled, the others NULL).
+PERFORMANCE_COLUMNS = (
+    "score_date",
+    "labelled_rows",
+    "target_type",
+    "roc_auc",
+    "precision",
+    "recall",
+    "calibration_error",
+    "holdout_roc_auc",
+    "accuracy",
+    "f1_macro",
+    "log_loss",
+    "rmse",
+    "mae",
+    "r2",
+    "holdout",
 )
+# What the summary ranks a model's latest scores by, per target type (a numeric output column).
+RANK_COLUMN = {"binary": "score", "multiclass": "score", "regression": "prediction"}
+
+
+def analyst_query(spec: ModelSpec) -> str:
+    """The query the summary runs as the analyst login, for the model's own key and outputs.
+
+    Printed for the user to paste into psql; the names are the spec's validated identifiers.
+    """
+    key, rank, schema = spec.entity_key, RANK_COLUMN[spec.target.type], spec.scoring.schema_name
+    return (
+        f"SELECT {key}, round({rank}::numeric, 3) AS {rank}, score_date FROM {schema}.{spec.name}_latest_scores "
+        f"ORDER BY {rank} DESC, {key} LIMIT 5"
+    )
 
 
 def ensure_sample_data(stack: Stack, today: date, days: int = 42) -> None:
@@ -96,7 +126,7 @@ def scoring_facts(stack: Stack, server: str, days: list[date]) -> dict[str, Any]
                 cur.execute(count.format(sql.Identifier(schema, table)), (day,))
                 out[key][day.isoformat()] = cur.fetchone()[0]
     conn.close()
-    query = ANALYST_QUERY.format(schema=schema, model=spec.name)
+    query = analyst_query(spec)
     password = stack.secrets()["analyst_password"]
     analyst_url = postgres.warehouse_url(stack, server, postgres.ANALYST_LOGIN, password)
     with psycopg2.connect(analyst_url) as conn, conn.cursor() as cur:
@@ -183,13 +213,12 @@ def wait_for_monitoring(
                     found = {r[0]: r for r in cur.fetchall()}
                 if performance_table:
                     cur.execute(
-                        "SELECT score_date, labelled_rows, roc_auc, precision, recall, calibration_error, "
-                        "holdout_roc_auc FROM monitoring.performance WHERE model = %s AND computed_at >= %s "
-                        "ORDER BY score_date",
+                        f"SELECT {', '.join(PERFORMANCE_COLUMNS)} FROM monitoring.performance "
+                        "WHERE model = %s AND computed_at >= %s ORDER BY score_date",
                         (stack.model, since),
                     )
-                    performance = cur.fetchall()
-            if len(found) == len(days) and set(labelled) <= {r[0] for r in performance}:
+                    performance = [dict(zip(PERFORMANCE_COLUMNS, r, strict=True)) for r in cur.fetchall()]
+            if len(found) == len(days) and set(labelled) <= {r["score_date"] for r in performance}:
                 break
             time.sleep(3)
     finally:

@@ -104,13 +104,32 @@ def print_monitoring_summary(stack: Stack, days: list[date], facts: dict[str, An
         lines.append(f"   {day}      drift in {drifted} of {features} features (share {share:.2f}){which}")
     if found:
         lines.append(f"   report          {found[max(found)][5]}")
-    for day, n, auc, precision, recall, ece, holdout in facts["performance"]:
-        lines.append(
-            f"   {day}      realised on {n:,} labels: roc_auc {auc:.3f} (holdout {holdout or float('nan'):.3f}), "
-            f"precision {precision:.3f}, recall {recall:.3f}, calibration error {ece:.3f}"
-        )
+    lines += [f"   {row['score_date']}      {realised(row)}" for row in facts["performance"]]
     lines += ["   tables          monitoring.drift_runs, drift_features, performance, alerts", RULE]
     print("\n".join(lines), flush=True)
+
+
+# The realised metrics the summary shows per target type after binary's (multiclass, regression).
+REALISED_METRICS = {"multiclass": ("accuracy", "f1_macro", "log_loss"), "regression": ("rmse", "mae", "r2")}
+
+
+def _num(value: Any) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def realised(row: dict[str, Any]) -> str:
+    """One labelled day's realised performance (a ``monitoring.performance`` row), in the model's metrics."""
+    head = f"realised on {row['labelled_rows']:,} labels: "
+    if row["target_type"] == "binary":
+        return head + (
+            f"roc_auc {_num(row['roc_auc'])} (holdout {_num(row['holdout_roc_auc'])}), "
+            f"precision {_num(row['precision'])}, recall {_num(row['recall'])}, "
+            f"calibration error {_num(row['calibration_error'])}"
+        )
+    holdout = row["holdout"] or {}
+    return head + ", ".join(
+        f"{m} {_num(row[m])} (holdout {_num(holdout.get(m))})" for m in REALISED_METRICS[row["target_type"]]
+    )
 
 
 def print_up(stack: Stack) -> None:

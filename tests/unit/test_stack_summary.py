@@ -102,3 +102,38 @@ def test_no_summary_prints_a_secret_only_where_it_is(tmp_path, capsys):
     assert leaked == [], f"the summary prints the secret(s) {leaked}"
     assert f"key admin_password in {stack.secrets_file}" in out
     assert f"key analyst_password in {stack.secrets_file}" in out
+
+
+@pytest.mark.parametrize("name", ["churn", "customer_spend", "next_offer"])
+def test_the_analyst_query_of_make_run_names_each_models_own_key_and_outputs(name):
+    """`NIGHTSHIFT_MODEL=customer_spend make run` once failed here: it asked a regression table for `score`."""
+    from include.nightshift.spec import load_model
+    from include.nightshift.warehouse import Tables
+    from scripts.stack.demo import RANK_COLUMN, analyst_query
+
+    spec = load_model(name)
+    query = analyst_query(spec)
+
+    outputs = [c[0] for c in Tables.for_spec(spec).output_columns]
+    assert RANK_COLUMN[spec.target.type] in outputs
+    assert query.startswith(f"SELECT {spec.entity_key}, round({RANK_COLUMN[spec.target.type]}::numeric, 3)")
+    assert f"FROM {spec.scoring.schema_name}.{name}_latest_scores" in query
+
+
+def test_the_realised_line_shows_each_target_types_own_metrics():
+    """`make run` of a regression model once stopped here, formatting its missing roc_auc."""
+    from scripts.stack.summary import realised
+
+    none = dict.fromkeys(("roc_auc", "precision", "recall", "calibration_error", "holdout_roc_auc"))
+    binary = {**none, "labelled_rows": 2000, "target_type": "binary", "roc_auc": 0.81, "holdout_roc_auc": 0.8}
+    binary.update(precision=0.5, recall=0.4, calibration_error=0.02, holdout={})
+    regression = {**none, "labelled_rows": 2000, "target_type": "regression", "rmse": 8.77, "mae": 6.87, "r2": 0.83}
+    regression["holdout"] = {"rmse": 8.5, "mae": 6.5}
+
+    assert realised(binary) == (
+        "realised on 2,000 labels: roc_auc 0.810 (holdout 0.800), precision 0.500, recall 0.400, "
+        "calibration error 0.020"
+    )
+    assert realised(regression) == (
+        "realised on 2,000 labels: rmse 8.770 (holdout 8.500), mae 6.870 (holdout 6.500), r2 0.830 (holdout n/a)"
+    )

@@ -14,6 +14,7 @@ from scripts.stack.processes import port_open, service_pid, start_service, stop_
 from scripts.stack.settings import (
     AIRFLOW_SERVICES,
     MLFLOW_CLIENT_ENV,
+    PRELOAD_ENV,
     ROOT,
     VENV_BIN,
     Stack,
@@ -119,6 +120,7 @@ def airflow_env(stack: Stack, server: str, secrets: dict[str, str]) -> dict[str,
     env.update(_airflow_core(stack, netloc, secrets))
     env.update(_nightshift_settings(stack, server, secrets))
     env.update(MLFLOW_CLIENT_ENV)
+    env.update(PRELOAD_ENV[stack.executor])
     env.update(openlineage_env(stack))
     # The tasks' Execution API token lifetime (Airflow's default when unset); the e2e stack shortens it
     # to show that a task outliving its token still finishes.

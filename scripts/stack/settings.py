@@ -43,7 +43,18 @@ MLFLOW_CLIENT_ENV = {
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     "MLFLOW_CONFIGURE_LOGGING": "false",
 }
-EXECUTORS = ("LocalExecutor", "CeleryExecutor")
+# The tasks' libraries (MLflow, Evidently, GX, scikit-learn) imported once per executor worker, not
+# in every task process (plugins/nightshift_airflow/preload.py). LocalExecutor: its workers come from
+# the scheduler's forkserver, which imports them ("airflow" first: it puts the plugins folder on
+# sys.path). Celery (also in compose, checked by a test): each worker imports them before its pool forks.
+PRELOAD_ENV = {
+    "LocalExecutor": {
+        "AIRFLOW__SCHEDULER__MP_START_METHOD": "forkserver",
+        "AIRFLOW__SCHEDULER__MP_FORKSERVER_PRELOAD": "airflow,nightshift_airflow.preload",
+    },
+    "CeleryExecutor": {"AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS": "nightshift_airflow.celery_config.CELERY_CONFIG"},
+}
+EXECUTORS = tuple(PRELOAD_ENV)
 
 
 class StackError(RuntimeError):

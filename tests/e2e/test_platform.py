@@ -146,6 +146,37 @@ def test_make_run_twice_trains_promotes_then_gates_against_the_champion(e2e_env)
     assert {v for _, _, v in second_scores} == {int(champion.removeprefix("v"))}
 
 
+def _children(pid: int) -> list[int]:
+    out = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children = (task / "children").read_text().split()
+        out.extend(int(c) for c in children)
+    return out
+
+
+def test_the_tasks_fork_from_workers_that_have_the_task_libraries_loaded(e2e_env):
+    """The LocalExecutor's workers come from the scheduler's forkserver, which imported MLflow,
+    Evidently, GX, scikit-learn and pyarrow once (plugins/nightshift_airflow/preload.py): a task forked
+    from a worker has them without importing them. The workers ran make run's tasks above."""
+    from scripts.stack.processes import service_pid
+    from scripts.stack.settings import Stack
+
+    scheduler = service_pid(Stack(home=ROOT / ".local-e2e"), "scheduler")
+    assert scheduler, "the e2e scheduler is not running"
+    servers = [
+        c for c in _children(scheduler) if b"multiprocessing.forkserver" in Path(f"/proc/{c}/cmdline").read_bytes()
+    ]
+    assert len(servers) == 1, f"no forkserver under the scheduler (pid {scheduler})"
+    assert b"nightshift_airflow.preload" in Path(f"/proc/{servers[0]}/cmdline").read_bytes()
+    workers = _children(servers[0])
+    assert workers, "the forkserver started no LocalExecutor worker"
+    for pid in workers:
+        maps = Path(f"/proc/{pid}/maps").read_text()
+        # native parts of the libraries, mapped only once they are imported
+        for library in ("pyarrow/libarrow", "sklearn/", "psycopg2/_psycopg", "scipy/"):
+            assert library in maps, f"LocalExecutor worker {pid} has not loaded {library}"
+
+
 def test_a_multiclass_and_a_regression_model_train_score_and_are_monitored_by_the_scheduler(e2e_env):
     """The shipped examples, YAML only, through the real scheduler: training with the gate, scoring of a
     labelled day (the regression lands its CSV first), and the monitoring runs their scores Assets start."""

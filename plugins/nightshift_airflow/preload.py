@@ -5,16 +5,16 @@ scheduler's ``multiprocessing`` forkserver) or a Celery pool process (forked fro
 Whatever the worker has imported, the task has too, copy-on-write. Left to themselves, the tasks
 import MLflow (about 2 s on this project's 2-core machine), Evidently (about 5 s), Great Expectations
 and scikit-learn anew in every process; ``bench/nightly.py`` measured a 1M-row day going from 41 s to
-30 s from trigger to the end of monitoring once they come preloaded (``docs/benchmarks.md``).
+23 s from trigger to the end of monitoring once they come preloaded (``docs/benchmarks.md``).
 
-How it is wired (``scripts/stack/services.py``, ``docker-compose.airflow.yml``):
+How it is wired (``PRELOAD_ENV`` in ``scripts/stack/settings.py``):
 
 - ``LocalExecutor``: ``[scheduler] mp_start_method = forkserver`` and
   ``[scheduler] mp_forkserver_preload = nightshift_airflow.preload``: Airflow's own settings; the
   forkserver imports this module once, and every worker it starts inherits it.
-- ``CeleryExecutor``: ``[celery] celery_config_options =
-  nightshift_airflow.celery_config.CELERY_CONFIG``: Airflow's Celery settings plus Celery's
-  ``imports`` option, which the Celery worker imports before it forks its pool.
+- ``CeleryExecutor`` (available, not on by default yet: see ``PRELOAD_ENV``): ``[celery]
+  celery_config_options = nightshift_airflow.celery_config.CELERY_CONFIG``: Airflow's Celery settings
+  plus Celery's ``imports`` option, which the Celery worker imports before it forks its pool.
 
 Only third-party libraries and Airflow's own modules are listed, never Nightshift's code
 (``include.nightshift``, the operators, the factory): a worker keeps what it imported until it is

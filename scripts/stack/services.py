@@ -77,11 +77,6 @@ def _airflow_core(stack: Stack, netloc: str, secrets: dict[str, str]) -> dict[st
         "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(side_port(stack.airflow_port, 714)),
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
         "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
-        # The task supervisor waits up to this long (Airflow's default: 5 s) to see a finished task's
-        # process exit when its sockets close first, holding the worker slot meanwhile: after most
-        # tasks once the libraries come preloaded (docs/benchmarks.md). The price is one heartbeat
-        # per second per running task, nothing at this stack's few slots.
-        "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "1",
         "AIRFLOW__USAGE_DATA_COLLECTION__ENABLED": "False",
     }
 

@@ -46,13 +46,17 @@ MLFLOW_CLIENT_ENV = {
 # The tasks' libraries (MLflow, Evidently, GX, scikit-learn) imported once per executor worker, not
 # in every task process (plugins/nightshift_airflow/preload.py). LocalExecutor: its workers come from
 # the scheduler's forkserver, which imports them ("airflow" first: it puts the plugins folder on
-# sys.path). Celery (also in compose, checked by a test): each worker imports them before its pool forks.
-PRELOAD_ENV = {
+# sys.path). Celery: not yet. Its workers could import them through
+# nightshift_airflow.celery_config.CELERY_CONFIG, but with preloaded workers a finished task's supervisor
+# holds its slot up to 5 s longer ([workers] min_heartbeat_interval, docs/benchmarks.md), and with one
+# slot per worker that sends a day's shards all to one worker; lowering the interval raced the
+# approval step's deferral in the e2e tests.
+PRELOAD_ENV: dict[str, dict[str, str]] = {
     "LocalExecutor": {
         "AIRFLOW__SCHEDULER__MP_START_METHOD": "forkserver",
         "AIRFLOW__SCHEDULER__MP_FORKSERVER_PRELOAD": "airflow,nightshift_airflow.preload",
     },
-    "CeleryExecutor": {"AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS": "nightshift_airflow.celery_config.CELERY_CONFIG"},
+    "CeleryExecutor": {},
 }
 EXECUTORS = tuple(PRELOAD_ENV)
 

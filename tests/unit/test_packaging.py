@@ -67,16 +67,6 @@ def test_celery_executor_with_redis_broker_and_postgres_result_backend(compose):
     assert "providers-celery" in (ROOT / "requirements.txt").read_text()
 
 
-def test_the_celery_workers_preload_the_task_libraries_as_the_stack_does(compose):
-    from scripts.stack.settings import PRELOAD_ENV
-
-    env = _airflow_env(compose)
-    for key, value in PRELOAD_ENV["CeleryExecutor"].items():
-        assert env[key] == value, f"compose sets {key}={env.get(key)!r}, scripts/stack {value!r}"
-    # and a finished task's slot is free within a second, as in the embedded stack
-    assert env["AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL"] == "1"
-
-
 def test_the_ui_needs_a_login_and_no_secret_is_written_in_the_file(compose):
     env = _airflow_env(compose)
     assert env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS"] == "False"

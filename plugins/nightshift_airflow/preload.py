@@ -10,8 +10,9 @@ and scikit-learn anew in every process; ``bench/nightly.py`` measured a 1M-row d
 How it is wired (``PRELOAD_ENV`` in ``scripts/stack/settings.py``):
 
 - ``LocalExecutor``: ``[scheduler] mp_start_method = forkserver`` and
-  ``[scheduler] mp_forkserver_preload = nightshift_airflow.preload``: Airflow's own settings; the
-  forkserver imports this module once, and every worker it starts inherits it.
+  ``[scheduler] mp_forkserver_preload = airflow,nightshift_airflow.preload``: Airflow's own settings
+  (``airflow`` first, which puts the plugins folder on ``sys.path``); the forkserver imports this
+  module once, and every worker it starts inherits it.
 - ``CeleryExecutor`` (available, not on by default yet: see ``PRELOAD_ENV``): ``[celery]
   celery_config_options = nightshift_airflow.celery_config.CELERY_CONFIG``: Airflow's Celery settings
   plus Celery's ``imports`` option, which the Celery worker imports before it forks its pool.
